@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Build a production pjsua2 Python wheel from the PJSIP 2.17 source in Debian's archive.
+#
+# Why: the pjsua2-python wheel on PyPI is compiled with PJSIP's defaults (4 calls per process,
+# 64 socket handles), which caps the bridge at a demo. PJSIP's source ships inside Debian sid's
+# `asterisk` source package as the DFSG-cleaned component tarball `orig-Xpjproject`.
+#
+# The finished wheel is cached in $CACHE/wheels keyed by PJSIP version, config and Python tag,
+# so a second install takes seconds. The downloaded source tarball is cached as well, because
+# sid moves on and serves only its current version.
+#
+# usage: scripts/build-pjsua2.sh PYTHON    (prints the wheel path on its last line)
+set -euo pipefail
+PY=${1:?usage: build-pjsua2.sh PYTHON}
+HERE=$(cd "$(dirname "$0")" && pwd)
+CACHE=${SIP_WS_BRIDGE_CACHE:-$HOME/.cache/sip-ws-bridge}
+JOBS=${JOBS:-$(nproc)}
+step() { echo "=== $(date +%T) pjsua2: $*" >&2; }
+
+CONFIG_SITE="$HERE/pjsua2_config_site.h"
+PYTAG=$("$PY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
+# Bump BUILD_REV when the configure flags or build steps change: it invalidates cached wheels.
+BUILD_REV=1
+KEY=$( (cat "$CONFIG_SITE"; echo "$BUILD_REV") | sha256sum | cut -c1-12)
+WHEELDIR="$CACHE/wheels/$PYTAG-$KEY"
+if ls "$WHEELDIR"/pjsua2-*.whl >/dev/null 2>&1; then
+  step "cached wheel found"
+  ls "$WHEELDIR"/pjsua2-*.whl | head -1
+  exit 0
+fi
+
+# 1. source: the asterisk source package from sid, fetched with a private apt configuration so the
+#    system's sources and lists are untouched; the snapshot mirror may call sid's index expired.
+SRC="$CACHE/src"
+mkdir -p "$SRC" "$CACHE/apt/lists/partial" "$CACHE/apt/cache/archives/partial"
+if ! ls "$SRC"/asterisk_*.orig-Xpjproject.tar.* >/dev/null 2>&1; then
+  step "fetching the asterisk source package from Debian sid"
+  echo 'deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian sid main' > "$CACHE/apt/src.list"
+  APTO=(-o "Dir::Etc::sourcelist=$CACHE/apt/src.list" -o Dir::Etc::sourceparts=- -o "Dir::State::Lists=$CACHE/apt/lists"
+        -o "Dir::Cache=$CACHE/apt/cache" -o Acquire::Check-Valid-Until=false -o Acquire::Check-Date=false)
+  apt-get "${APTO[@]}" update >&2
+  (cd "$SRC" && apt-get "${APTO[@]}" source --download-only asterisk >&2)
+fi
+TARBALL=$(ls "$SRC"/asterisk_*.orig-Xpjproject.tar.* | sort -V | tail -1)
+
+# 2. unpack into a fresh build tree
+BUILD="$CACHE/build"
+rm -rf "$BUILD"; mkdir -p "$BUILD"
+step "unpacking $(basename "$TARBALL")"
+tar -xf "$TARBALL" -C "$BUILD"
+PJ=$(ls -d "$BUILD"/*/ | head -1); PJ=${PJ%/}
+VER=$(sed -n 's/^export PJ_VERSION_MAJOR *:= *//p' "$PJ/version.mak").$(sed -n 's/^export PJ_VERSION_MINOR *:= *//p' "$PJ/version.mak")
+step "PJSIP version $VER"
+case "$VER" in 2.1[6-9]*|2.[2-9]*|[3-9].*) ;; *) echo "pjsua2: need PJSIP >= 2.16, got $VER" >&2; exit 1;; esac
+
+# 3. server-size limits
+cp "$CONFIG_SITE" "$PJ/pjlib/include/pj/config_site.h"
+
+# 4. configure for a headless server with Debian's libraries (the DFSG tarball lacks the bundled
+#    gsm, speex, srtp, ilbc, g7221, resample and BDSound; the makefile still lists bdimad_dev.c)
+step configure
+touch "$PJ/pjmedia/src/pjmedia-audiodev/bdimad_dev.c"
+(cd "$PJ" && ./configure --disable-video --disable-sound --enable-epoll \
+  --disable-ilbc-codec --disable-g7221-codec --enable-speex-resample --with-external-speex \
+  --with-external-gsm --with-external-srtp --disable-opencore-amr --disable-libyuv --disable-libwebrtc \
+  --disable-libwebrtc-aec3 --disable-bcg729 --disable-silk --disable-v4l2 --disable-sdl \
+  --disable-ffmpeg --disable-openh264 CFLAGS="-fPIC -O2" CXXFLAGS="-fPIC -O2" >&2)
+step "make lib (-j$JOBS)"
+(cd "$PJ" && make dep >&2 && make -j"$JOBS" lib >&2)
+
+# 5. SWIG bindings, packed as a wheel by a throwaway venv of the same Python (setuptools + wheel)
+step "swig python bindings"
+BENV="$CACHE/buildenv-$PYTAG"
+[ -x "$BENV/bin/python" ] || "$PY" -m venv "$BENV" >&2
+"$BENV/bin/python" -m pip install -q "setuptools>=61" wheel >&2
+(cd "$PJ/pjsip-apps/src/swig/python" && make PYTHON_EXE="$BENV/bin/python" >&2)
+mkdir -p "$WHEELDIR.tmp"
+(cd "$PJ/pjsip-apps/src/swig/python" && "$BENV/bin/python" -m pip wheel --no-deps --no-build-isolation -w "$WHEELDIR.tmp" . >&2)
+rm -rf "$WHEELDIR"; mv "$WHEELDIR.tmp" "$WHEELDIR"
+rm -rf "$BUILD"
+step "wheel ready"
+ls "$WHEELDIR"/pjsua2-*.whl | head -1

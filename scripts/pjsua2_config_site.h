@@ -1,0 +1,11 @@
+/* Server-size limits for the bridge (all #ifndef-guarded in PJSIP).
+ * PJSIP's defaults are 4 calls per process and 64 socket handles, which make a demo, not a server. */
+#define PJSUA_MAX_CALLS            1024
+#define PJSUA_MAX_ACC              32
+#define PJ_IOQUEUE_MAX_HANDLES     8192
+#define PJSIP_MAX_TSX_COUNT        16384
+#define PJSIP_MAX_DIALOG_COUNT     16384
+#define PJSUA_MAX_PLAYERS          32
+#define PJSUA_MAX_RECORDERS        32
+#define PJSUA_MAX_CONF_PORTS       (PJSUA_MAX_CALLS * 3)
+#define PJSUA_HAS_SIPREC           1
