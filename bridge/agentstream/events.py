@@ -106,4 +106,3 @@ class ProtocolError(ValueError):
         self.kind: ProtocolErrorKind = kind
         self.detail = detail
         super().__init__(f"{kind}: {detail}" if detail else kind)
-

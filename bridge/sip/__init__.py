@@ -1,1 +1,81 @@
+"""The SIP side of the bridge.
 
+`engine` is the only module that imports pjsua2. Everything else talks to it through the
+plain types below: events arrive on the asyncio loop as calls on a `SipEventSink`, commands go
+to the engine's own thread and are safe to issue from the loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+DtmfMethod = Literal["rfc4733", "info"]
+EndedBy = Literal["remote", "local"]
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingCall:
+    handle: int  # engine-assigned, never reused (pjsua call ids are)
+    call_id: str  # SIP Call-ID
+    from_uri: str
+    to_uri: str
+    from_user: str
+    to_user: str
+    source: str  # "ip:port" the INVITE came from
+    headers: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+
+    def header(self, name: str) -> str | None:
+        lname = name.lower()
+        for key, value in self.headers:
+            if key.lower() == lname:
+                return value
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class MediaInfo:
+    codec: str  # e.g. "PCMU"
+    clock_rate: int  # the codec's RTP clock rate
+    remote_rtp: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallEnd:
+    code: int  # the SIP status of the end (200 for a BYE, 487 after CANCEL, ...)
+    reason: str
+    ended_by: EndedBy
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStats:
+    rx_packets: int = 0
+    rx_lost: int = 0
+    rx_jitter_ms_mean: float = 0.0
+    tx_packets: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationState:
+    code: int
+    reason: str
+    active: bool
+    expires: int
+
+
+class SipEventSink(Protocol):
+    """Receives the engine's events, always on the asyncio loop thread."""
+
+    def on_incoming_call(self, call: IncomingCall) -> None: ...
+
+    def on_call_answered(self, handle: int) -> None: ...
+
+    def on_call_media(self, handle: int, media: MediaInfo) -> None: ...
+
+    def on_call_dtmf(self, handle: int, digit: str, duration_ms: int, method: DtmfMethod) -> None: ...
+
+    def on_call_ended(self, handle: int, end: CallEnd, stats: StreamStats) -> None: ...
+
+    def on_transfer_status(self, handle: int, code: int, final: bool) -> None: ...
+
+    def on_registration(self, state: RegistrationState) -> None: ...

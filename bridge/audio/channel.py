@@ -1,0 +1,114 @@
+"""The hand-off between PJSIP's conference clock thread and the asyncio loop for one call.
+
+The clock thread calls `rx_slot`/`rx_commit` (caller audio in) and `tx_frame` (bot audio out)
+once per 20 ms frame for every call, one call after another, each time holding the GIL.
+Everything it touches is preallocated: the caller's audio goes into a ring of frame-sized
+memoryviews, the bot's audio comes out of one reused bytearray. The loop side drains the ring
+in batches and feeds the playout buffer under a lock that the clock thread holds only for the
+time of one frame copy.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from bridge.audio.playout import PlayoutBuffer
+
+# 64 frames = 1.28 s of slack before caller audio is overwritten when the loop stalls.
+DEFAULT_RING_FRAMES = 64
+
+
+class MediaChannel:
+    def __init__(
+        self,
+        frame_bytes: int,
+        playout: PlayoutBuffer,
+        *,
+        ring_frames: int = DEFAULT_RING_FRAMES,
+        notify: Callable[[], None] | None = None,
+    ) -> None:
+        self.frame_bytes = frame_bytes
+        self._ring_frames = ring_frames
+        self._rx_store = bytearray(frame_bytes * ring_frames)
+        view = memoryview(self._rx_store)
+        self._rx_slots = [view[i * frame_bytes : (i + 1) * frame_bytes] for i in range(ring_frames)]
+        self._rx_written = 0  # frames committed by the clock thread
+        self._rx_read = 0  # frames taken by the loop
+        self.rx_overrun_frames = 0
+        self._tx_frame = bytearray(frame_bytes)
+        self._silence = bytes(frame_bytes)
+        self._lock = threading.Lock()
+        self._playout = playout
+        self._notify = notify
+        # Set by the loop side once the call is over, so late clock callbacks do nothing.
+        self.closed = False
+        self.tx_frames_audio = 0
+
+    # ---- clock thread side -------------------------------------------------------------
+
+    def rx_slot(self) -> memoryview:
+        """The slot the next caller frame is copied into (then `rx_commit`)."""
+        return self._rx_slots[self._rx_written % self._ring_frames]
+
+    def rx_commit(self) -> None:
+        self._rx_written += 1
+        if self._notify is not None:
+            self._notify()
+
+    def rx_commit_silence(self) -> None:
+        """A heartbeat (empty frame): the stream to the bot never pauses, so it becomes silence."""
+        self._rx_slots[self._rx_written % self._ring_frames][:] = self._silence
+        self.rx_commit()
+
+    def tx_frame(self) -> bytes | bytearray:
+        """The next 20 ms of bot audio for the caller (silence when there is none)."""
+        with self._lock:
+            has_audio = self._playout.read_frame_into(self._tx_frame)
+        if has_audio:
+            self.tx_frames_audio += 1
+            return self._tx_frame
+        return self._silence
+
+    # ---- loop side ---------------------------------------------------------------------
+
+    def rx_take(self) -> bytes:
+        """Caller PCM committed since the last call, oldest first (b"" when none)."""
+        start = self._rx_read
+        end = self._rx_written
+        if end == start:
+            return b""
+        limit = self._ring_frames - 1  # the slot being written next is never read
+        if end - start > limit:
+            self.rx_overrun_frames += end - start - limit
+            start = end - limit
+        n = self._ring_frames
+        data = b"".join(self._rx_slots[i % n] for i in range(start, end))
+        # The clock thread may have lapped us while we copied: discard what it overwrote.
+        lapped = self._rx_written - start - limit
+        if lapped > 0:
+            self.rx_overrun_frames += lapped
+            data = data[lapped * self.frame_bytes :]
+        self._rx_read = end
+        return data
+
+    def write_audio(self, pcm: bytes) -> int:
+        with self._lock:
+            return self._playout.write(pcm)
+
+    def mark(self, name: str) -> None:
+        with self._lock:
+            self._playout.mark(name)
+
+    def clear(self) -> list[str]:
+        with self._lock:
+            return self._playout.clear()
+
+    def take_played_marks(self) -> list[str]:
+        with self._lock:
+            return self._playout.take_played_marks()
+
+    @property
+    def playout(self) -> PlayoutBuffer:
+        """For reading counters; mutate only through the locked methods above."""
+        return self._playout

@@ -1,0 +1,452 @@
+"""One bridged call: SIP leg <-> audio <-> AgentStream session <-> the bot's WebSocket.
+
+Lifecycle: the INVITE rings (180) while the bot's socket opens; when it is open the bridge sends
+`connected` and `start` and answers (200); caller audio is pumped to the bot in chunks and the
+bot's audio plays out in 20 ms frames; it ends when the caller hangs up (`stop` callended, close
+1000), when the bot closes (BYE or transfer, per profile) or when the bridge stops the stream
+(`stop` stopped, then BYE). If the bot cannot be reached the INVITE is rejected with the
+profile's status or redirected (302) to the fallback URI: the caller is never left in dead air.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import urllib.parse
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from bridge.agentstream.events import BotClear, BotMark, BotMedia, ProtocolError, StartInfo
+from bridge.agentstream.session import StreamSession
+from bridge.audio.channel import MediaChannel
+from bridge.audio.framing import Chunker, frame_bytes
+from bridge.audio.playout import PlayoutBuffer
+from bridge.audio.resample import StreamResampler
+from bridge.errors import BotConnectError
+from bridge.logs import CallLog, record
+from bridge.sip import CallEnd, DtmfMethod, IncomingCall, MediaInfo, StreamStats
+from bridge.ws.client import BotLink, open_bot_link, redact_url
+
+log = logging.getLogger("bridge.call")
+
+SOCKET_RATES = (8000, 16000, 24000)
+
+
+class SipLeg:
+    """What a call needs from the SIP engine (the engine implements it; tests may fake it)."""
+
+    def ringing(self, handle: int) -> None: ...
+    def answer(self, handle: int, channel: MediaChannel) -> None: ...
+    def reject(self, handle: int, code: int, reason: str = "", headers: dict[str, str] | None = None) -> None: ...
+    def redirect(self, handle: int, target_uri: str) -> None: ...
+    def hangup(self, handle: int, code: int = 0, reason: str = "") -> None: ...
+    def transfer(self, handle: int, target_uri: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CallPolicy:
+    """The per-call slice of a profile (built by the service; plain values so tests can make one)."""
+
+    bot_url: str
+    bot_headers: Mapping[str, str] = field(default_factory=dict)
+    connect_timeout: float = 10.0
+    connect_retries: int = 1
+    chunk_ms: int = 100
+    prebuffer_ms: int = 60
+    buffer_seconds: float = 30.0
+    max_message_bytes: int = 1 << 20
+    warn_message_bytes: int = 100 * 1024
+    clear_answers_marks: bool = True
+    account_sid: str = "sip-ws-bridge"
+    forward_headers: tuple[str, ...] = ("X-*",)
+    url_header: str | None = None
+    url_header_allowed_hosts: tuple[str, ...] = ()
+    unreachable_action: Literal["reject", "transfer"] = "reject"
+    unreachable_status: int = 503
+    unreachable_transfer_to: str | None = None
+    close_action: Literal["hangup", "transfer"] = "hangup"
+    close_transfer_to: str | None = None
+    clock_rate: int = 8000
+    header_allowed: Callable[[str, tuple[str, ...]], bool] | None = None
+    host_allowed: Callable[[str, tuple[str, ...]], bool] | None = None
+
+
+def socket_rate_and_params(url: str) -> tuple[int, dict[str, str], str | None]:
+    """(sample rate, other query pairs, warning) from a bot URL, per agentstream.md."""
+    query = urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query, keep_blank_values=True)
+    rate = 8000
+    warning = None
+    params: dict[str, str] = {}
+    for key, value in query:
+        if key in ("sample-rate", "sample_rate"):
+            if value.isdigit() and int(value) in SOCKET_RATES:
+                rate = int(value)
+            else:
+                warning = f"unsupported sample rate {value!r} in the bot URL; using 8000"
+        else:
+            params.setdefault(key, value)
+    return rate, params, warning
+
+
+class BridgeCall:
+    def __init__(self, incoming: IncomingCall, policy: CallPolicy, sip: SipLeg,
+                 notify_media: Callable[[], None]) -> None:
+        self.incoming = incoming
+        self.handle = incoming.handle
+        self.policy = policy
+        self.sip = sip
+        self._notify_media = notify_media
+        self.stream_sid = uuid.uuid4().hex
+        self.log = CallLog(log, call_sid=incoming.call_id, stream_sid=self.stream_sid)
+        self.created = time.monotonic()
+        self.answered_at: float | None = None
+        self.sip_end: CallEnd | None = None
+        self.sip_stats = StreamStats()
+        self._sip_ended = asyncio.Event()
+        self._stop_requested: asyncio.Event = asyncio.Event()
+        self.link: BotLink | None = None
+        self.session: StreamSession | None = None
+        self.channel: MediaChannel | None = None
+        self.media: MediaInfo | None = None
+        self.outcome = "pending"  # answered | rejected | redirected | abandoned
+        self.end_reason = ""
+        self.stop_reason: str | None = None
+        self.dtmf_digits = ""
+        self.bot_media_messages = 0
+        self.bot_bytes_in = 0
+        self.media_drops = 0
+        self.protocol_errors = 0
+        self._chunker: Chunker | None = None
+        self._rx_resampler: StreamResampler | None = None
+        self._tx_resampler: StreamResampler | None = None
+        self.socket_rate = 8000
+        self.bot_url = policy.bot_url
+        self.pumping = False
+
+    # ---- events from the SIP engine (loop thread) ----------------------------------------
+
+    def on_answered(self) -> None:
+        self.answered_at = time.monotonic()
+
+    def on_media(self, media: MediaInfo) -> None:
+        self.media = media
+        self.log.info("media up: %s/%d from %s", media.codec, media.clock_rate, media.remote_rtp)
+
+    def on_dtmf(self, digit: str, duration_ms: int, method: DtmfMethod) -> None:
+        self.dtmf_digits += digit
+        self.log.info("DTMF %s (%d ms, %s)", digit, duration_ms, method)
+        if self.session is None or self.link is None:
+            return
+        self.pump()  # audio before the digit goes first
+        text = self.session.dtmf(digit, duration_ms or 100)
+        if text is not None:
+            self.link.send_nowait(text)
+
+    def on_sip_end(self, end: CallEnd, stats: StreamStats) -> None:
+        self.sip_end = end
+        self.sip_stats = stats
+        self._sip_ended.set()
+
+    def on_transfer_status(self, code: int, final: bool) -> None:
+        self.log.info("transfer status %d%s", code, " (final)" if final else "")
+        if final:
+            # Whatever the outcome, this leg is done: the transferee called the target or failed.
+            self.sip.hangup(self.handle)
+
+    def request_stop(self, reason: str = "shutdown") -> None:
+        """End the stream from the bridge's side (`stop` reason stopped) and hang up."""
+        self.end_reason = self.end_reason or reason
+        self._stop_requested.set()
+
+    # ---- the call's task ----------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            self.pumping = False
+            if self.link is not None and self.link.is_open:
+                await self.link.close(1000)
+            self._summary()
+
+    async def _run(self) -> None:
+        self.sip.ringing(self.handle)
+        url = self.bot_url = self._choose_url()
+        rate, params, warning = socket_rate_and_params(url)
+        if warning:
+            self.log.warning("%s", warning)
+        self.socket_rate = rate
+        connect = asyncio.ensure_future(open_bot_link(
+            url,
+            headers=self.policy.bot_headers,
+            timeout=self.policy.connect_timeout,
+            retries=self.policy.connect_retries,
+            max_message_bytes=self.policy.max_message_bytes,
+            logger=self.log,
+        ))
+        if not await self._first(connect):
+            self.outcome = "abandoned"
+            self.end_reason = "caller hung up while the bot was connecting"
+            connect.cancel()
+            try:
+                link = await connect
+                await link.close(1000)
+            except (asyncio.CancelledError, BotConnectError):
+                pass
+            return
+        try:
+            self.link = connect.result()
+        except BotConnectError as exc:
+            self._bot_unreachable(exc)
+            return
+        self._start_stream(rate, params)
+        await self._converse()
+
+    async def _first(self, task: asyncio.Future[BotLink]) -> bool:
+        """Wait for `task` unless the caller hangs up or the bridge stops first (False then)."""
+        ended = asyncio.ensure_future(self._sip_ended.wait())
+        stopped = asyncio.ensure_future(self._stop_requested.wait())
+        try:
+            await asyncio.wait({task, ended, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ended.cancel()
+            stopped.cancel()
+        if self._stop_requested.is_set() and not task.done():
+            self.sip.reject(self.handle, 503, "Service Unavailable", {"Retry-After": "5"})
+            return False
+        return not self._sip_ended.is_set()
+
+    def _choose_url(self) -> str:
+        policy = self.policy
+        if policy.url_header:
+            requested = self.incoming.header(policy.url_header)
+            if requested:
+                parts = urllib.parse.urlsplit(requested)
+                allowed = (
+                    parts.scheme in ("ws", "wss")
+                    and policy.host_allowed is not None
+                    and policy.host_allowed(requested, policy.url_header_allowed_hosts)
+                )
+                if allowed:
+                    self.log.info("bot URL from %s: %s", policy.url_header, redact_url(requested))
+                    return requested
+                self.log.warning("%s %s is not an allowed bot URL; using the profile's",
+                                 policy.url_header, redact_url(requested))
+        return policy.bot_url
+
+    def _bot_unreachable(self, exc: BotConnectError) -> None:
+        policy = self.policy
+        if policy.unreachable_action == "transfer" and policy.unreachable_transfer_to:
+            self.outcome = "redirected"
+            self.end_reason = f"bot unreachable ({exc.reason}); redirected to {policy.unreachable_transfer_to}"
+            self.sip.redirect(self.handle, policy.unreachable_transfer_to)
+        else:
+            self.outcome = "rejected"
+            self.end_reason = f"bot unreachable ({exc.reason}); rejected with {policy.unreachable_status}"
+            self.sip.reject(self.handle, policy.unreachable_status, "Bot Unavailable")
+        self.log.error("%s", self.end_reason)
+
+    def _custom_parameters(self, url_params: dict[str, str]) -> dict[str, str]:
+        params = dict(url_params)
+        allowed = self.policy.header_allowed
+        if allowed is not None and self.policy.forward_headers:
+            for name, value in self.incoming.headers:
+                if allowed(name, self.policy.forward_headers) and name not in params:
+                    params[name] = value
+        return params
+
+    def _start_stream(self, rate: int, url_params: dict[str, str]) -> None:
+        policy = self.policy
+        assert self.link is not None
+        info = StartInfo(
+            stream_sid=self.stream_sid,
+            call_sid=self.incoming.call_id,
+            account_sid=policy.account_sid,
+            from_=self.incoming.from_user,
+            to=self.incoming.to_user,
+            custom_parameters=self._custom_parameters(url_params),
+            sample_rate=rate,
+        )
+        self.session = StreamSession(
+            info, chunk_ms=policy.chunk_ms, max_message_bytes=policy.max_message_bytes,
+            warn_message_bytes=policy.warn_message_bytes,
+        )
+        self.link.send_nowait(self.session.connected())
+        self.link.send_nowait(self.session.start())
+        clock = policy.clock_rate
+        frame = frame_bytes(clock, 20)
+        playout = PlayoutBuffer(
+            frame,
+            prebuffer_bytes=frame_bytes(clock, policy.prebuffer_ms),
+            cap_bytes=int(policy.buffer_seconds * clock) * 2,
+        )
+        self.channel = MediaChannel(frame, playout, notify=self._notify_media)
+        self._chunker = Chunker(frame_bytes(rate, policy.chunk_ms))
+        self._rx_resampler = StreamResampler(clock, rate) if rate != clock else None
+        self._tx_resampler = StreamResampler(rate, clock) if rate != clock else None
+        self.pumping = True
+        self.outcome = "answered"
+        self.sip.answer(self.handle, self.channel)
+        self.log.info("bot connected (%s, %d Hz); answering", redact_url(self.bot_url), rate)
+
+    async def _converse(self) -> None:
+        assert self.link is not None
+        receiver = asyncio.ensure_future(self._receive(self.link))
+        ended = asyncio.ensure_future(self._sip_ended.wait())
+        stopped = asyncio.ensure_future(self._stop_requested.wait())
+        await asyncio.wait({receiver, ended, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if self._sip_ended.is_set():
+            self.end_reason = self.end_reason or "caller hung up"
+            self._stop_stream("callended")
+        elif self._stop_requested.is_set():
+            self._stop_stream("stopped")
+            self.sip.hangup(self.handle)
+        else:
+            self._bot_closed()
+        # Wait for the socket to close (the bot answers our close) and for the SIP leg to end.
+        if self.link.is_open:
+            await self.link.close(1000)
+        try:
+            await asyncio.wait_for(receiver, 5.0)
+        except TimeoutError:
+            pass
+        try:
+            await asyncio.wait_for(ended, 35.0)
+        except TimeoutError:
+            self.log.warning("the SIP leg did not end after hang-up; giving up on it")
+
+    def _bot_closed(self) -> None:
+        assert self.link is not None
+        self.pumping = False
+        code = self.link.close_code
+        policy = self.policy
+        self.log.info("bot closed the stream (code %s %s)", code, self.link.close_reason or "")
+        if policy.close_action == "transfer" and policy.close_transfer_to:
+            self.end_reason = f"bot closed ({code}); transferred to {policy.close_transfer_to}"
+            self.sip.transfer(self.handle, policy.close_transfer_to)
+        else:
+            self.end_reason = f"bot closed ({code})"
+            self.sip.hangup(self.handle)
+
+    def _stop_stream(self, reason: str) -> None:
+        """Send what is left of the caller's audio, then `stop`, then close 1000."""
+        if self.session is None or self.link is None:
+            return
+        self.pump(final=True)
+        self.pumping = False
+        text = self.session.stop(reason)  # type: ignore[arg-type]
+        self.stop_reason = reason
+        if text is not None:
+            self.link.send_nowait(text)
+
+    async def _receive(self, link: BotLink) -> None:
+        session = self.session
+        channel = self.channel
+        assert session is not None and channel is not None
+        async for message in link.messages():
+            try:
+                event = session.receive(message)
+            except ProtocolError as exc:
+                self.protocol_errors += 1
+                self.log.warning("bot message over the hard limit (%s); closing with 1009", exc.kind)
+                await link.close(1009, "message too big")
+                return
+            if event is None:
+                self._note_rejects(session)
+                continue
+            if isinstance(event, BotMedia):
+                self.bot_media_messages += 1
+                self.bot_bytes_in += len(event.payload)
+                pcm = event.payload
+                if self._tx_resampler is not None:
+                    pcm = self._tx_resampler.process(pcm)
+                channel.write_audio(pcm)
+            elif isinstance(event, BotMark):
+                channel.mark(event.name)
+            elif isinstance(event, BotClear):
+                pending = channel.clear()
+                if self._tx_resampler is not None:
+                    # Its tail belongs to the audio just dropped.
+                    self._tx_resampler = StreamResampler(self.socket_rate, self.policy.clock_rate)
+                self.log.info("clear: dropped queued audio, %d mark(s) pending", len(pending))
+                self._answer_marks(pending, cleared=True)
+
+    def _note_rejects(self, session: StreamSession) -> None:
+        total = sum(session.errors.values())
+        if total > self.protocol_errors:
+            self.protocol_errors = total
+            # Rate-limited: the first few, then every hundredth.
+            if total <= 5 or total % 100 == 0:
+                self.log.warning("dropped a bad bot message (total %d: %s)", total, dict(session.errors))
+
+    def _answer_marks(self, names: list[str], *, cleared: bool = False) -> None:
+        if self.session is None or self.link is None:
+            return
+        for name in names:
+            if cleared and not self.policy.clear_answers_marks:
+                self.session.forget_mark(name)
+                continue
+            text = self.session.mark(name)
+            if text is not None:
+                self.link.send_nowait(text)
+
+    # ---- the media pump (loop thread, woken by the conference clock) -------------------
+
+    def pump(self, final: bool = False) -> None:
+        channel = self.channel
+        session = self.session
+        link = self.link
+        if channel is None or session is None or link is None or self._chunker is None:
+            return
+        pcm = channel.rx_take()
+        if pcm:
+            if self._rx_resampler is not None:
+                pcm = self._rx_resampler.process(pcm)
+            for chunk in self._chunker.push(pcm):
+                text = session.media(chunk)
+                if text is not None and not link.send_nowait(text, droppable=True):
+                    self.media_drops += 1
+        if final:
+            rest = self._chunker.flush()
+            if rest:
+                text = session.media(rest)
+                if text is not None:
+                    link.send_nowait(text)
+        if channel.playout.pending_marks:
+            played = channel.take_played_marks()
+            if played:
+                self._answer_marks(played)
+
+    # ---- the end ------------------------------------------------------------------------
+
+    def _summary(self) -> None:
+        now = time.monotonic()
+        end = self.sip_end
+        playout = self.channel.playout if self.channel else None
+        fields: dict[str, object] = {
+            "from": self.incoming.from_user,
+            "to": self.incoming.to_user,
+            "outcome": self.outcome,
+            "duration_s": round(now - self.answered_at, 3) if self.answered_at else 0,
+            "ended_by": end.ended_by if end else "bridge",
+            "end_reason": self.end_reason,
+            "sip_status": end.code if end else 0,
+            "stop_reason": self.stop_reason or "",
+            "codec": self.media.codec if self.media else "",
+            "dtmf": self.dtmf_digits,
+            "rtp_rx_packets": self.sip_stats.rx_packets,
+            "rtp_rx_lost": self.sip_stats.rx_lost,
+            "jitter_ms": round(self.sip_stats.rx_jitter_ms_mean, 2),
+            "bot_media_messages": self.bot_media_messages,
+            "bytes_from_bot": self.bot_bytes_in,
+            "bytes_to_bot": self.link.sent_bytes if self.link else 0,
+            "media_drops": self.media_drops,
+            "underruns": playout.underruns if playout else 0,
+            "playout_dropped_bytes": playout.dropped_bytes if playout else 0,
+            "protocol_errors": self.protocol_errors,
+        }
+        record(self.log, "call_summary", fields)

@@ -1,0 +1,233 @@
+"""The bridge process: one SIP engine, the calls it carries, the media pump, and shutdown.
+
+The media pump is woken by the conference clock thread at most once per 20 ms tick for all
+calls together (not per call, not per frame): the first frame of a tick schedules one drain on
+the loop, which pumps every call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from typing import Any
+
+from bridge.call import BridgeCall, CallPolicy
+from bridge.config import Profile, bot_url_host_allowed, header_allowed
+from bridge.sip import CallEnd, DtmfMethod, IncomingCall, MediaInfo, RegistrationState, StreamStats
+from bridge.sip.engine import EngineSettings, RegisterParams, SipEngine
+
+log = logging.getLogger("bridge.service")
+
+# Caller audio also gets pumped on this period even if no clock wake-up came (belt and braces).
+_PUMP_FALLBACK_S = 0.1
+
+
+def engine_settings(profile: Profile) -> EngineSettings:
+    sip = profile.sip
+    reg = sip.register
+    return EngineSettings(
+        listen_host=sip.listen_host,
+        listen_port=sip.listen_port,
+        transports=tuple(sip.transports),
+        public_address=sip.public_address,
+        rtp_port_start=sip.rtp_port_start,
+        rtp_port_range=sip.rtp_port_range,
+        codecs=tuple(sip.codecs),
+        user_agent=sip.user_agent,
+        clock_rate=profile.media.clock_rate,
+        max_calls=sip.max_calls,
+        register=None if reg is None else RegisterParams(
+            registrar=reg.registrar,
+            username=reg.username,
+            password=reg.password.reveal(),
+            realm=reg.realm,
+            expires=reg.expires,
+            identity=reg.identity,
+            outbound_proxy=reg.outbound_proxy,
+        ),
+        pjsip_log_level=4 if profile.logging.level == "debug" else 1,
+    )
+
+
+def call_policy(profile: Profile) -> CallPolicy:
+    bot = profile.bot
+    return CallPolicy(
+        bot_url=bot.url.reveal(),
+        bot_headers={name: value.reveal() for name, value in bot.headers.items()},
+        connect_timeout=bot.connect_timeout,
+        connect_retries=bot.connect_retries,
+        chunk_ms=bot.chunk_ms,
+        prebuffer_ms=bot.prebuffer_ms,
+        buffer_seconds=bot.buffer_seconds,
+        max_message_bytes=bot.max_message_bytes,
+        warn_message_bytes=bot.warn_message_bytes,
+        clear_answers_marks=bot.clear_answers_marks,
+        account_sid=bot.account_sid,
+        forward_headers=tuple(profile.sip.forward_headers),
+        url_header=bot.url_header,
+        url_header_allowed_hosts=tuple(bot.url_header_allowed_hosts),
+        unreachable_action=bot.on_unreachable.action,
+        unreachable_status=bot.on_unreachable.sip_status,
+        unreachable_transfer_to=bot.on_unreachable.transfer_to,
+        close_action=bot.on_close.action,
+        close_transfer_to=bot.on_close.transfer_to,
+        clock_rate=profile.media.clock_rate,
+        header_allowed=lambda name, patterns: header_allowed(name, patterns),
+        host_allowed=lambda url, patterns: bot_url_host_allowed(url, patterns),
+    )
+
+
+class Bridge:
+    """Implements the engine's SipEventSink; owns every BridgeCall."""
+
+    def __init__(self, profile: Profile) -> None:
+        self.profile = profile
+        self.policy = call_policy(profile)
+        self.calls: dict[int, BridgeCall] = {}
+        self.tasks: dict[int, asyncio.Task[None]] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.engine: SipEngine | None = None
+        self.registration: RegistrationState | None = None
+        self.counters: dict[str, int] = {"calls_total": 0, "calls_rejected": 0}
+        self._wake_pending = False
+        self._stopping = asyncio.Event()
+        self.started = asyncio.Event()
+
+    # ---- lifecycle --------------------------------------------------------------------
+
+    async def run(self, *, install_signal_handlers: bool = True, drain_timeout: float = 10.0) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.engine = SipEngine(engine_settings(self.profile), self, self.loop)
+        await self.loop.run_in_executor(None, self.engine.start)
+        if install_signal_handlers:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self.loop.add_signal_handler(sig, self.stop)
+        log.info("bridge %r ready: up to %d calls, bot %s", self.profile.name,
+                 self.profile.sip.max_calls, self.profile.bot.url_redacted)
+        self.started.set()
+        fallback = asyncio.ensure_future(self._pump_fallback())
+        try:
+            await self._stopping.wait()
+        finally:
+            fallback.cancel()
+            await self._drain(drain_timeout)
+            await self.loop.run_in_executor(None, self.engine.stop)
+            log.info("bridge stopped")
+
+    def stop(self) -> None:
+        if not self._stopping.is_set():
+            log.info("stopping: new calls get 503, %d call(s) in progress end", len(self.calls))
+            if self.engine is not None:
+                self.engine.accepting = False
+            self._stopping.set()
+
+    async def _drain(self, timeout: float) -> None:
+        for call in list(self.calls.values()):
+            call.request_stop("bridge shutting down")
+        tasks = list(self.tasks.values())
+        if tasks:
+            done, pending = await asyncio.wait(tasks, timeout=timeout)
+            for task in pending:
+                task.cancel()
+
+    async def _pump_fallback(self) -> None:
+        while True:
+            await asyncio.sleep(_PUMP_FALLBACK_S)
+            self._pump_all()
+
+    # ---- media pump -------------------------------------------------------------------
+
+    def notify_media(self) -> None:
+        """Called on the conference clock thread after each caller frame: one wake per tick."""
+        if not self._wake_pending:
+            self._wake_pending = True
+            loop = self.loop
+            if loop is not None:
+                loop.call_soon_threadsafe(self._pump_all)
+
+    def _pump_all(self) -> None:
+        self._wake_pending = False
+        for call in self.calls.values():
+            if call.pumping:
+                call.pump()
+
+    # ---- SipEventSink -----------------------------------------------------------------
+
+    def on_incoming_call(self, incoming: IncomingCall) -> None:
+        assert self.engine is not None
+        self.counters["calls_total"] += 1
+        log.info("INVITE from %s (%s) to %s via %s", incoming.from_user, incoming.from_uri,
+                 incoming.to_user, incoming.source, extra={"call_sid": incoming.call_id})
+        call = BridgeCall(incoming, self.policy, self.engine, self.notify_media)
+        self.calls[incoming.handle] = call
+        task = asyncio.ensure_future(call.run())
+        self.tasks[incoming.handle] = task
+        task.add_done_callback(lambda t, handle=incoming.handle: self._call_done(handle, t))
+
+    def _call_done(self, handle: int, task: asyncio.Task[None]) -> None:
+        call = self.calls.pop(handle, None)
+        self.tasks.pop(handle, None)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            # A bug in the bridge must not leave the caller hanging: hang up and log it loudly.
+            self.counters["call_errors"] = self.counters.get("call_errors", 0) + 1
+            log.error("call task failed", exc_info=exc,
+                      extra={"call_sid": call.incoming.call_id if call else ""})
+            if self.engine is not None:
+                self.engine.hangup(handle, 500, "Internal Error")
+
+    def _call(self, handle: int) -> BridgeCall | None:
+        return self.calls.get(handle)
+
+    def on_call_answered(self, handle: int) -> None:
+        call = self._call(handle)
+        if call is not None:
+            call.on_answered()
+
+    def on_call_media(self, handle: int, media: MediaInfo) -> None:
+        call = self._call(handle)
+        if call is not None:
+            call.on_media(media)
+
+    def on_call_dtmf(self, handle: int, digit: str, duration_ms: int, method: DtmfMethod) -> None:
+        call = self._call(handle)
+        if call is not None:
+            call.on_dtmf(digit, duration_ms, method)
+
+    def on_call_ended(self, handle: int, end: CallEnd, stats: StreamStats) -> None:
+        call = self._call(handle)
+        if call is not None:
+            call.on_sip_end(end, stats)
+
+    def on_transfer_status(self, handle: int, code: int, final: bool) -> None:
+        call = self._call(handle)
+        if call is not None:
+            call.on_transfer_status(code, final)
+
+    def on_registration(self, state: RegistrationState) -> None:
+        previous = self.registration
+        self.registration = state
+        if 200 <= state.code < 300 and state.expires > 0:
+            level = logging.INFO
+            what = f"registered (expires in {state.expires} s)"
+        elif 200 <= state.code < 300:
+            level, what = logging.INFO, "unregistered"
+        else:
+            level, what = logging.WARNING, f"registration failed: {state.code} {state.reason}"
+        if previous is None or (previous.code, previous.active) != (state.code, state.active) \
+                or level == logging.WARNING:
+            log.log(level, "%s", what, extra={"sip_status": state.code})
+        else:
+            log.debug("registration refreshed (%d s)", state.expires)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "active_calls": len(self.calls),
+            "registered": bool(self.registration and self.registration.active),
+            "uptime_s": round(time.monotonic(), 1),
+            **self.counters,
+        }

@@ -1,0 +1,662 @@
+"""The pjsua2 user agent: the only module of the bridge that imports pjsua2.
+
+Threads (see design.md):
+- the engine's own "sip" thread calls `libCreate()` and then polls `libHandleEvents()`; with
+  `mainThreadOnly` every pjsua2 callback runs on it, and it runs the commands the loop submits,
+  so pjsua2 objects are only ever touched from one Python thread;
+- PJSIP's media thread receives RTP; its conference "clock" thread calls our media ports, which
+  only move bytes through a `MediaChannel`;
+- events go to the asyncio loop with `call_soon_threadsafe` (SIP events are rare; media never
+  goes this way).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import gc
+import itertools
+import logging
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import pjsua2 as pj
+
+from bridge.audio.channel import MediaChannel
+from bridge.errors import SipStackError
+from bridge.sip import (
+    CallEnd,
+    DtmfMethod,
+    IncomingCall,
+    MediaInfo,
+    RegistrationState,
+    SipEventSink,
+    StreamStats,
+)
+from bridge.sip.message import parse_headers, uri_user
+
+log = logging.getLogger("bridge.sip")
+pjlog = logging.getLogger("bridge.pjsip")
+
+T = TypeVar("T")
+
+_CODEC_IDS = {"PCMU": "PCMU/8000/1", "PCMA": "PCMA/8000/1", "G722": "G722/16000/1"}
+_POLL_MS = 5
+# pjmedia_stream_dtmf_event_flags (not exported by the SWIG module).
+_DTMF_IS_UPDATE = 1 << 0
+_DTMF_IS_END = 1 << 1
+# An RFC 4733 end packet can be lost; a digit still waiting for one after this long is reported.
+_DTMF_END_WAIT_S = 1.5
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterParams:
+    registrar: str
+    username: str
+    password: str
+    realm: str = "*"
+    expires: int = 300
+    identity: str | None = None
+    outbound_proxy: str | None = None
+    retry_min_s: float = 2.0
+    retry_max_s: float = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    listen_host: str
+    listen_port: int
+    transports: tuple[str, ...] = ("udp", "tcp")
+    public_address: str | None = None
+    rtp_port_start: int = 20000
+    rtp_port_range: int = 10000
+    codecs: tuple[str, ...] = ("PCMU", "PCMA", "G722")
+    user_agent: str = "sip-ws-bridge"
+    clock_rate: int = 8000
+    max_calls: int = 100  # admission limit; beyond it INVITEs get 503 + Retry-After
+    register: RegisterParams | None = None
+    pjsip_log_level: int = 1
+    retry_after_s: int = 5
+
+
+F = TypeVar("F", bound=Callable[..., None])
+callback_errors = 0
+
+
+def _guarded(fn: F) -> F:
+    """Callbacks are called from C++: an exception must not cross back into PJSIP.
+
+    SWIG would print it and keep its traceback in sys.last_traceback, which keeps pjsua2 objects
+    alive past libDestroy() (an abort at exit). So it is logged with its traceback and counted.
+    """
+
+    def wrapper(*args: Any) -> None:
+        global callback_errors
+        try:
+            fn(*args)
+        except Exception:  # the C++ boundary: counted and logged, never propagated
+            callback_errors += 1
+            log.exception("error in SIP callback %s", fn.__name__)
+
+    wrapper.__name__ = fn.__name__
+    return wrapper  # type: ignore[return-value]
+
+
+class _LogWriter(pj.LogWriter):  # type: ignore[misc]
+    """PJSIP's log into stdlib logging. Called from any PJSIP thread, rarely at the levels we ask."""
+
+    def write(self, entry: Any) -> None:
+        level = entry.level
+        pylevel = logging.ERROR if level <= 1 else logging.WARNING if level == 2 else logging.DEBUG
+        pjlog.log(pylevel, "%s", entry.msg.rstrip())
+
+
+class _MediaPort(pj.AudioMediaPort):  # type: ignore[misc]
+    """Runs on the conference clock thread, once per 20 ms per direction: only moves bytes."""
+
+    def __init__(self, channel: MediaChannel) -> None:
+        super().__init__()
+        self._channel = channel
+        self._frame_bytes = channel.frame_bytes
+
+    def onFrameReceived(self, frame: Any) -> None:
+        channel = self._channel
+        if channel.closed:
+            return
+        if frame.size == self._frame_bytes:
+            frame.buf.copy_to_bytearray(channel.rx_slot())
+            channel.rx_commit()
+        else:
+            # size 0 is the conference's heartbeat: no audio from the caller this tick.
+            channel.rx_commit_silence()
+
+    def onFrameRequested(self, frame: Any) -> None:
+        frame.type = pj.PJMEDIA_FRAME_TYPE_AUDIO
+        frame.buf.assign_from_bytes(self._channel.tx_frame())
+
+
+class _Call(pj.Call):  # type: ignore[misc]
+    def __init__(self, engine: SipEngine, account: Any, handle: int, call_id: int = pj.PJSUA_INVALID_ID):
+        super().__init__(account, call_id)
+        self.engine = engine
+        self.handle = handle
+        self.channel: MediaChannel | None = None
+        self.port: _MediaPort | None = None
+        self.connected_slot = -1
+        self.ended_locally = False
+        self.answered = False
+        self.stats = StreamStats()
+        self.dtmf_pending: tuple[str, DtmfMethod, int, float] | None = None  # digit, method, ms, since
+
+    # -- callbacks (sip thread) --
+
+    @_guarded
+    def onCallState(self, prm: Any) -> None:
+        ci = self.getInfo()
+        if ci.state == pj.PJSIP_INV_STATE_CONFIRMED and not self.answered:
+            self.answered = True
+            self.engine._emit("on_call_answered", self.handle)
+        elif ci.state == pj.PJSIP_INV_STATE_DISCONNECTED:
+            self._flush_dtmf()
+            end = CallEnd(
+                code=ci.lastStatusCode,
+                reason=ci.lastReason,
+                ended_by="local" if self.ended_locally else "remote",
+            )
+            if self.channel is not None:
+                self.channel.closed = True
+            self.engine._call_gone(self, end)
+
+    @_guarded
+    def onCallMediaState(self, prm: Any) -> None:
+        ci = self.getInfo()
+        for index, media in enumerate(ci.media):
+            if media.type != pj.PJMEDIA_TYPE_AUDIO:
+                continue
+            # SIPREC streams and calls on hold report REMOTE_HOLD while audio may still flow.
+            if media.status not in (pj.PJSUA_CALL_MEDIA_ACTIVE, pj.PJSUA_CALL_MEDIA_REMOTE_HOLD):
+                continue
+            self._connect_media(index)
+            return
+
+    def _connect_media(self, index: int) -> None:
+        if self.channel is None:
+            return
+        audio = self.getAudioMedia(index)
+        slot = audio.getPortId()
+        if self.port is None:
+            fmt = pj.MediaFormatAudio()
+            fmt.init(pj.PJMEDIA_FORMAT_PCM, self.engine.settings.clock_rate, 1, 20000, 16)
+            port = _MediaPort(self.channel)
+            port.createPort(f"bridge{self.handle}", fmt)
+            self.port = port
+        if slot != self.connected_slot:
+            audio.startTransmit(self.port)
+            self.port.startTransmit(audio)
+            self.connected_slot = slot
+            try:
+                si = self.getStreamInfo(index)
+                info = MediaInfo(codec=si.codecName, clock_rate=si.codecClockRate,
+                                 remote_rtp=si.remoteRtpAddress)
+            except pj.Error:
+                info = MediaInfo(codec="?", clock_rate=0, remote_rtp="")
+            self.engine._emit("on_call_media", self.handle, info)
+
+    @_guarded
+    def onStreamDestroyed(self, prm: Any) -> None:
+        try:
+            stat = self.getStreamStat(prm.streamIdx)
+        except pj.Error:
+            return
+        rx = stat.rtcp.rxStat
+        self.stats = StreamStats(
+            rx_packets=rx.pkt,
+            rx_lost=rx.loss,
+            rx_jitter_ms_mean=rx.jitterUsec.mean / 1000.0,
+            tx_packets=stat.rtcp.txStat.pkt,
+        )
+
+    @_guarded
+    def onDtmfEvent(self, prm: Any) -> None:
+        method: DtmfMethod = "info" if prm.method == pj.PJSUA_DTMF_METHOD_SIP_INFO else "rfc4733"
+        is_end = bool(prm.flags & _DTMF_IS_END)
+        is_update = bool(prm.flags & _DTMF_IS_UPDATE)
+        duration = int(prm.duration) if prm.duration < 0xFFFFFFFF else 0
+        if not is_update and not is_end:
+            self._flush_dtmf()  # a new digit started while the previous never ended
+            self.dtmf_pending = (prm.digit, method, duration, time.monotonic())
+            return
+        if is_end:
+            self.dtmf_pending = None
+            self.engine._emit("on_call_dtmf", self.handle, prm.digit, duration, method)
+        elif self.dtmf_pending is not None:
+            digit, meth, _, since = self.dtmf_pending
+            self.dtmf_pending = (digit, meth, duration, since)
+
+    def _flush_dtmf(self) -> None:
+        if self.dtmf_pending is not None:
+            digit, method, duration, _ = self.dtmf_pending
+            self.dtmf_pending = None
+            self.engine._emit("on_call_dtmf", self.handle, digit, duration, method)
+
+    @_guarded
+    def onCallTransferStatus(self, prm: Any) -> None:
+        self.engine._emit("on_transfer_status", self.handle, prm.statusCode, bool(prm.finalNotify))
+
+
+class _Account(pj.Account):  # type: ignore[misc]
+    def __init__(self, engine: SipEngine) -> None:
+        super().__init__()
+        self.engine = engine
+
+    @_guarded
+    def onIncomingCall(self, prm: Any) -> None:
+        self.engine._incoming(self, prm)
+
+    @_guarded
+    def onRegState(self, prm: Any) -> None:
+        self.engine._reg_state(self, prm)
+
+
+class SipEngine:
+    """Owns the pjsua2 endpoint on its own thread. All public methods are safe from any thread."""
+
+    def __init__(self, settings: EngineSettings, sink: SipEventSink, loop: asyncio.AbstractEventLoop) -> None:
+        self.settings = settings
+        self._sink = sink
+        self._loop = loop
+        self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._start_error: BaseException | None = None
+        self._stop_requested = False
+        self._stopped = threading.Event()
+        self._handles = itertools.count(1)
+        self._calls: dict[int, _Call] = {}  # sip thread only
+        self._dead: list[_Call] = []  # freed after the callback cycle that ended them
+        self._ep: Any = None
+        self._account: _Account | None = None
+        self._writer: _LogWriter | None = None
+        self._reg_failures = 0
+        self._reg_retry_at: float | None = None
+        self.accepting = True  # cleared while draining: new INVITEs get 503
+        self.rejected_over_capacity = 0
+
+    # ---- lifecycle --------------------------------------------------------------------
+
+    def start(self, timeout: float = 15.0) -> None:
+        self._thread = threading.Thread(target=self._run, name="sip", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise SipStackError("the SIP stack did not start within %.0f s" % timeout)
+        if self._start_error is not None:
+            raise self._start_error
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Hang up every call, unregister and destroy the endpoint."""
+        self._stop_requested = True
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def active_calls(self) -> int:
+        return len(self._calls)
+
+    # ---- commands (any thread) ----------------------------------------------------------
+
+    def submit(self, fn: Callable[[], T]) -> concurrent.futures.Future[T]:
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def run() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                future.set_result(fn())
+            except BaseException as exc:  # delivered to the caller through the future
+                future.set_exception(exc)
+
+        self._commands.put(run)
+        return future
+
+    def ringing(self, handle: int) -> None:
+        self._call_op(handle, lambda call: call.answer(_op(180)))
+
+    def answer(self, handle: int, channel: MediaChannel) -> None:
+        def do(call: _Call) -> None:
+            call.channel = channel
+            call.answer(_op(200))
+
+        self._call_op(handle, do)
+
+    def reject(self, handle: int, code: int, reason: str = "", headers: dict[str, str] | None = None) -> None:
+        def do(call: _Call) -> None:
+            call.ended_locally = True
+            call.answer(_op(code, reason, headers))
+
+        self._call_op(handle, do)
+
+    def redirect(self, handle: int, target_uri: str) -> None:
+        """Pre-answer transfer: 302 Moved Temporarily with the target as Contact."""
+        self.reject(handle, 302, "Moved Temporarily", {"Contact": f"<{target_uri}>"})
+
+    def hangup(self, handle: int, code: int = 0, reason: str = "") -> None:
+        def do(call: _Call) -> None:
+            call.ended_locally = True
+            call.hangup(_op(code, reason))
+
+        self._call_op(handle, do)
+
+    def transfer(self, handle: int, target_uri: str) -> None:
+        """Blind transfer of an answered call (REFER)."""
+        self._call_op(handle, lambda call: call.xfer(target_uri, _op(0)))
+
+    def send_dtmf(self, handle: int, digits: str, method: DtmfMethod = "rfc4733") -> None:
+        def do(call: _Call) -> None:
+            prm = pj.CallSendDtmfParam()
+            prm.digits = digits
+            prm.method = pj.PJSUA_DTMF_METHOD_SIP_INFO if method == "info" else pj.PJSUA_DTMF_METHOD_RFC2833
+            call.sendDtmf(prm)
+
+        self._call_op(handle, do)
+
+    def make_call(
+        self, uri: str, channel: MediaChannel, headers: dict[str, str] | None = None
+    ) -> concurrent.futures.Future[int]:
+        def do() -> int:
+            assert self._account is not None
+            handle = next(self._handles)
+            call = _Call(self, self._account, handle)
+            call.channel = channel
+            prm = _op(0, "", headers)
+            prm.opt.audioCount = 1
+            prm.opt.videoCount = 0
+            call.makeCall(uri, prm)
+            self._calls[handle] = call
+            return handle
+
+        return self.submit(do)
+
+    def _call_op(self, handle: int, fn: Callable[[_Call], None]) -> None:
+        def run() -> None:
+            call = self._calls.get(handle)
+            if call is None:
+                log.debug("call %d is gone; command dropped", handle)
+                return
+            try:
+                fn(call)
+            except pj.Error as exc:
+                # A race with the far end (e.g. hanging up a call that just ended) is normal.
+                log.warning("SIP operation on call %d failed: %s", handle, exc.info())
+
+        self._commands.put(run)
+
+    # ---- the sip thread ----------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._init_stack()
+        except pj.Error as exc:
+            self._start_error = SipStackError(_describe_start_error(self.settings, exc))
+            self._ready.set()
+            self._destroy()
+            return
+        except BaseException as exc:  # reported to start()'s caller, which re-raises it
+            self._start_error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            while not self._stop_requested:
+                self._ep.libHandleEvents(_POLL_MS)
+                self._dead.clear()
+                self._run_commands()
+                self._run_timers()
+            self._shutdown()
+        finally:
+            self._stopped.set()
+
+    def _run_commands(self) -> None:
+        while True:
+            try:
+                command = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            command()
+
+    def _run_timers(self) -> None:
+        now = time.monotonic()
+        if self._reg_retry_at is not None and now >= self._reg_retry_at and self._account is not None:
+            self._reg_retry_at = None
+            try:
+                self._account.setRegistration(True)
+            except pj.Error as exc:
+                log.warning("re-registration could not be sent: %s", exc.info())
+                self._schedule_reg_retry()
+        for call in self._calls.values():
+            pending = call.dtmf_pending
+            if pending is not None and now - pending[3] > _DTMF_END_WAIT_S:
+                call._flush_dtmf()
+
+    def _init_stack(self) -> None:
+        s = self.settings
+        ep = pj.Endpoint()
+        self._ep = ep
+        ep.libCreate()
+        cfg = pj.EpConfig()
+        if cfg.uaConfig.maxCalls < s.max_calls:
+            raise SipStackError(
+                f"this pjsua2 build allows {cfg.uaConfig.maxCalls} calls but the profile asks for "
+                f"{s.max_calls}; install the project's pjsua2 build (scripts/build-pjsua2.sh), "
+                "not the PyPI wheel"
+            )
+        # Keep pjsua's own limit at the compiled maximum: the admission limit is ours, so that
+        # an INVITE over capacity gets 503 with Retry-After instead of pjsua's bare 486.
+        cfg.uaConfig.threadCnt = 0
+        cfg.uaConfig.mainThreadOnly = True
+        cfg.uaConfig.userAgent = s.user_agent
+        cfg.logConfig.level = s.pjsip_log_level
+        cfg.logConfig.consoleLevel = s.pjsip_log_level
+        cfg.logConfig.msgLogging = 0
+        writer = _LogWriter()
+        cfg.logConfig.writer = writer
+        writer.__disown__()  # libDestroy() deletes the writer
+        self._writer = writer
+        med = cfg.medConfig
+        med.clockRate = s.clock_rate
+        med.sndClockRate = s.clock_rate
+        med.channelCount = 1
+        med.audioFramePtime = 20
+        med.ptime = 20
+        med.threadCnt = 1
+        med.hasIoqueue = True
+        med.noVad = True  # the bot hears a continuous stream; no comfort-noise gaps in RTP
+        med.ecTailLen = 0
+        med.quality = 4  # resampling quality when a G.722 leg meets the 8 kHz clock
+        ep.libInit(cfg)
+
+        for proto in s.transports:
+            tc = pj.TransportConfig()
+            tc.port = s.listen_port
+            if s.listen_host not in ("0.0.0.0", ""):
+                tc.boundAddress = s.listen_host
+            if s.public_address:
+                tc.publicAddress = s.public_address
+            kind = pj.PJSIP_TRANSPORT_UDP if proto == "udp" else pj.PJSIP_TRANSPORT_TCP
+            try:
+                ep.transportCreate(kind, tc)
+            except pj.Error as exc:
+                raise SipStackError(
+                    f"cannot listen for SIP on {proto.upper()} {s.listen_host}:{s.listen_port}: "
+                    f"{exc.reason} (is another instance running on that port?)"
+                ) from None
+        ep.libStart()
+        ep.audDevManager().setNullDev()
+        for codec in ep.codecEnum2():
+            ep.codecSetPriority(codec.codecId, 0)
+        for rank, name in enumerate(s.codecs):
+            ep.codecSetPriority(_CODEC_IDS[name], 250 - rank)
+
+        ac = pj.AccountConfig()
+        host = s.public_address or s.listen_host
+        reg = s.register
+        if reg is not None:
+            ac.idUri = reg.identity or f"sip:{reg.username}@{_registrar_host(reg.registrar)}"
+            ac.regConfig.registrarUri = reg.registrar
+            ac.regConfig.timeoutSec = reg.expires
+            ac.regConfig.retryIntervalSec = 0  # our own backoff (see _schedule_reg_retry)
+            ac.regConfig.firstRetryIntervalSec = 0
+            ac.sipConfig.authCreds.append(pj.AuthCredInfo("digest", reg.realm, reg.username, 0, reg.password))
+            if reg.outbound_proxy:
+                ac.sipConfig.proxies.append(reg.outbound_proxy)
+        else:
+            ac.idUri = f"sip:bridge@{host}:{s.listen_port}"
+            ac.regConfig.registerOnAdd = False
+        mt = ac.mediaConfig.transportConfig
+        mt.port = s.rtp_port_start
+        mt.portRange = s.rtp_port_range
+        if s.listen_host not in ("0.0.0.0", ""):
+            mt.boundAddress = s.listen_host
+        if s.public_address:
+            mt.publicAddress = s.public_address
+        account = _Account(self)
+        account.create(ac, True)
+        self._account = account
+        log.info(
+            "SIP listening on %s %s:%d (%s)", "/".join(t.upper() for t in s.transports), s.listen_host,
+            s.listen_port, "registering as " + ac.idUri if reg else "trunk mode: accepting INVITEs directly",
+        )
+
+    def _shutdown(self) -> None:
+        ep = self._ep
+        self._run_commands()
+        if self._calls:
+            log.info("hanging up %d call(s)", len(self._calls))
+            for call in list(self._calls.values()):
+                call.ended_locally = True
+                try:
+                    call.hangup(_op(0))
+                except pj.Error:
+                    pass
+        deadline = time.monotonic() + 3.0
+        while self._calls and time.monotonic() < deadline:
+            ep.libHandleEvents(20)
+            self._dead.clear()
+        if self._account is not None and self.settings.register is not None:
+            try:
+                self._account.setRegistration(False)
+                end = time.monotonic() + 1.0
+                while time.monotonic() < end:
+                    ep.libHandleEvents(20)
+            except pj.Error:
+                pass
+        self._destroy()
+
+    def _destroy(self) -> None:
+        # Any pjsua2 object alive after libDestroy() aborts the process: drop them all first.
+        self._calls.clear()
+        self._dead.clear()
+        self._account = None
+        gc.collect()
+        if self._ep is not None:
+            try:
+                self._ep.libDestroy()
+            except pj.Error as exc:
+                log.warning("libDestroy: %s", exc.info())
+            self._ep = None
+
+    # ---- callbacks from pjsua2 objects (sip thread) ----------------------------------------
+
+    def _emit(self, method: str, *args: Any) -> None:
+        try:
+            self._loop.call_soon_threadsafe(getattr(self._sink, method), *args)
+        except RuntimeError:
+            pass  # the loop is closed: the process is exiting
+
+    def _incoming(self, account: _Account, prm: Any) -> None:
+        handle = next(self._handles)
+        call = _Call(self, account, handle, prm.callId)
+        self._calls[handle] = call
+        ci = call.getInfo()
+        rdata = prm.rdata
+        if not self.accepting or len(self._calls) > self.settings.max_calls:
+            self.rejected_over_capacity += 1
+            call.ended_locally = True
+            reason = "Shutting Down" if not self.accepting else "Over Capacity"
+            call.answer(_op(503, reason, {"Retry-After": str(self.settings.retry_after_s)}))
+            log.warning("INVITE %s from %s rejected: 503 %s", ci.callIdString, rdata.srcAddress, reason)
+            return
+        incoming = IncomingCall(
+            handle=handle,
+            call_id=ci.callIdString,
+            from_uri=ci.remoteUri,
+            to_uri=ci.localUri,
+            from_user=uri_user(ci.remoteUri),
+            to_user=uri_user(ci.localUri),
+            source=rdata.srcAddress,
+            headers=tuple(parse_headers(rdata.wholeMsg)),
+        )
+        self._emit("on_incoming_call", incoming)
+
+    def _call_gone(self, call: _Call, end: CallEnd) -> None:
+        self._calls.pop(call.handle, None)
+        # Never delete a Call inside its own callback: it is freed after this cycle. pjsua hands
+        # out call ids round-robin, so the id cannot be reused before then.
+        self._dead.append(call)
+        self._emit("on_call_ended", call.handle, end, call.stats)
+
+    def _reg_state(self, account: _Account, prm: Any) -> None:
+        info = account.getInfo()
+        state = RegistrationState(
+            code=prm.code, reason=prm.reason, active=bool(info.regIsActive), expires=int(prm.expiration)
+        )
+        self._emit("on_registration", state)
+        if self._stop_requested:
+            return
+        if 200 <= prm.code < 300:
+            self._reg_failures = 0
+            self._reg_retry_at = None
+        else:
+            self._reg_failures += 1
+            self._schedule_reg_retry()
+
+    def _schedule_reg_retry(self) -> None:
+        reg = self.settings.register
+        if reg is None:
+            return
+        delay = min(reg.retry_max_s, reg.retry_min_s * (2 ** min(self._reg_failures - 1, 16)))
+        delay *= random.uniform(0.8, 1.2)  # spread a fleet's retries after a PBX restart
+        self._reg_retry_at = time.monotonic() + delay
+        log.info("registration retry in %.1f s (failure %d)", delay, self._reg_failures)
+
+
+def _op(code: int, reason: str = "", headers: dict[str, str] | None = None) -> Any:
+    prm = pj.CallOpParam(True)
+    prm.statusCode = code
+    if reason:
+        prm.reason = reason
+    for name, value in (headers or {}).items():
+        hdr = pj.SipHeader()
+        hdr.hName = name
+        hdr.hValue = value
+        prm.txOption.headers.append(hdr)
+    return prm
+
+
+def _registrar_host(registrar: str) -> str:
+    host = registrar.split(":", 1)[1] if ":" in registrar else registrar
+    host = host.split(";", 1)[0]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def _describe_start_error(settings: EngineSettings, exc: Any) -> str:
+    return f"the SIP stack failed to start: {exc.title}: {exc.reason}"
+
+
+def pjsua2_max_calls() -> int:
+    """PJSUA_MAX_CALLS of the installed pjsua2 (1024 for the project's build, 4 for PyPI's)."""
+    return int(pj.EpConfig().uaConfig.maxCalls)

@@ -1,0 +1,158 @@
+"""The WebSocket client side of one stream: connect with timeout and retry, send without blocking.
+
+The media pump serves every call from one task, so a send must never wait on a slow bot:
+`send_nowait` writes to the transport at once, and when a bot stops reading, droppable messages
+(media) are dropped and counted while the backlog is over its limit; control messages (start,
+dtmf, mark, stop) are always written, they are few and small.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import urllib.parse
+from collections.abc import AsyncIterator, Mapping
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.protocol import State
+
+from bridge import __version__
+from bridge.errors import BotConnectError
+
+log = logging.getLogger("bridge.ws")
+
+# Bytes waiting in the socket's send buffer beyond which media is dropped (about 8 s of
+# 8 kHz audio as base64 JSON): a bot that stops reading costs bounded memory.
+DEFAULT_BACKLOG_LIMIT = 256 * 1024
+
+
+def redact_url(url: str) -> str:
+    """The URL without the password of its userinfo, for logs and errors."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}"
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def describe_connect_failure(exc: BaseException) -> str:
+    if isinstance(exc, InvalidStatus):
+        return f"HTTP {exc.response.status_code} on the WebSocket upgrade"
+    if isinstance(exc, TimeoutError):
+        return "the opening handshake timed out"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS error: {exc.reason or exc}"
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    return str(exc) or type(exc).__name__
+
+
+class BotLink:
+    """One open WebSocket to a bot."""
+
+    def __init__(self, conn: ClientConnection, *, backlog_limit: int = DEFAULT_BACKLOG_LIMIT) -> None:
+        self._conn = conn
+        self._backlog_limit = backlog_limit
+        self.dropped_messages = 0
+        self.sent_messages = 0
+        self.sent_bytes = 0
+
+    @property
+    def backlog_bytes(self) -> int:
+        transport = self._conn.transport
+        return 0 if transport is None else transport.get_write_buffer_size()
+
+    @property
+    def is_open(self) -> bool:
+        return self._conn.protocol.state is State.OPEN
+
+    def send_nowait(self, text: str, *, droppable: bool = False) -> bool:
+        """Queue one text frame on the socket now; False if dropped or the socket is not open."""
+        conn = self._conn
+        if conn.protocol.state is not State.OPEN:
+            return False
+        if droppable and self.backlog_bytes > self._backlog_limit:
+            self.dropped_messages += 1
+            return False
+        data = text.encode()
+        # This is what Connection.send() does minus its wait for the buffer to drain.
+        conn.protocol.send_text(data)
+        try:
+            conn.send_data()
+        except OSError as exc:
+            log.warning("WebSocket write failed: %s", exc)
+            conn.transport.abort()
+            return False
+        self.sent_messages += 1
+        self.sent_bytes += len(data)
+        return True
+
+    async def messages(self) -> AsyncIterator[str | bytes]:
+        """Messages from the bot until it closes (normally or not)."""
+        try:
+            async for message in self._conn:
+                yield message
+        except ConnectionClosed:
+            return
+
+    @property
+    def close_code(self) -> int | None:
+        return self._conn.close_code
+
+    @property
+    def close_reason(self) -> str | None:
+        return self._conn.close_reason
+
+    async def close(self, code: int = 1000, reason: str = "", timeout: float = 5.0) -> None:
+        """Close and wait for the bot's close frame; the library keeps reading meanwhile."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._conn.close(code, reason)
+        except (TimeoutError, ConnectionClosed, OSError):
+            self._conn.transport.abort()
+
+
+async def open_bot_link(
+    url: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 10.0,
+    retries: int = 1,
+    max_message_bytes: int = 1 << 20,
+    ssl_context: ssl.SSLContext | None = None,
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = log,
+) -> BotLink:
+    """Open the bot's WebSocket: each attempt has `timeout` seconds for TCP, TLS and the handshake.
+
+    Credentials in the URL (`wss://user:pass@host`) become an `Authorization: Basic` header
+    (done by websockets). Raises BotConnectError after `retries` further attempts.
+    """
+    shown = redact_url(url)
+    reason = "not attempted"
+    for attempt in range(retries + 1):
+        try:
+            conn = await connect(
+                url,
+                additional_headers=dict(headers or {}),
+                open_timeout=timeout,
+                compression=None,  # audio does not compress; deflate costs CPU per message
+                max_size=max_message_bytes,  # larger messages close the socket with 1009
+                write_limit=4 * DEFAULT_BACKLOG_LIMIT,
+                ping_interval=20,
+                ping_timeout=20,
+                close_timeout=5,
+                user_agent_header=f"sip-ws-bridge/{__version__}",
+                ssl=ssl_context if url.startswith("wss:") else None,
+            )
+        except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
+            reason = describe_connect_failure(exc)
+            logger.warning("bot %s: attempt %d/%d failed: %s", shown, attempt + 1, retries + 1, reason)
+            continue
+        return BotLink(conn)
+    raise BotConnectError(shown, reason)
