@@ -17,7 +17,7 @@ import urllib.parse
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal, Protocol
 
 from bridge.agentstream.events import BotClear, BotMark, BotMedia, ProtocolError, StartInfo
 from bridge.agentstream.session import StreamSession
@@ -35,12 +35,14 @@ log = logging.getLogger("bridge.call")
 SOCKET_RATES = (8000, 16000, 24000)
 
 
-class SipLeg:
+class SipLeg(Protocol):
     """What a call needs from the SIP engine (the engine implements it; tests may fake it)."""
 
     def ringing(self, handle: int) -> None: ...
     def answer(self, handle: int, channel: MediaChannel) -> None: ...
-    def reject(self, handle: int, code: int, reason: str = "", headers: dict[str, str] | None = None) -> None: ...
+    def reject(
+        self, handle: int, code: int, reason: str = "", headers: dict[str, str] | None = None
+    ) -> None: ...
     def redirect(self, handle: int, target_uri: str) -> None: ...
     def hangup(self, handle: int, code: int = 0, reason: str = "") -> None: ...
     def transfer(self, handle: int, target_uri: str) -> None: ...
@@ -201,6 +203,7 @@ class BridgeCall:
             self.link = connect.result()
         except BotConnectError as exc:
             self._bot_unreachable(exc)
+            await self._wait_sip_end(5.0)
             return
         self._start_stream(rate, params)
         await self._converse()
@@ -209,8 +212,9 @@ class BridgeCall:
         """Wait for `task` unless the caller hangs up or the bridge stops first (False then)."""
         ended = asyncio.ensure_future(self._sip_ended.wait())
         stopped = asyncio.ensure_future(self._stop_requested.wait())
+        waiting: set[asyncio.Future[Any]] = {task, ended, stopped}
         try:
-            await asyncio.wait({task, ended, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         finally:
             ended.cancel()
             stopped.cancel()
@@ -218,6 +222,13 @@ class BridgeCall:
             self.sip.reject(self.handle, 503, "Service Unavailable", {"Retry-After": "5"})
             return False
         return not self._sip_ended.is_set()
+
+    async def _wait_sip_end(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._sip_ended.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
 
     def _choose_url(self) -> str:
         policy = self.policy
@@ -239,10 +250,11 @@ class BridgeCall:
 
     def _bot_unreachable(self, exc: BotConnectError) -> None:
         policy = self.policy
-        if policy.unreachable_action == "transfer" and policy.unreachable_transfer_to:
+        target = policy.unreachable_transfer_to
+        if policy.unreachable_action == "transfer" and target:
             self.outcome = "redirected"
-            self.end_reason = f"bot unreachable ({exc.reason}); redirected to {policy.unreachable_transfer_to}"
-            self.sip.redirect(self.handle, policy.unreachable_transfer_to)
+            self.end_reason = f"bot unreachable ({exc.reason}); redirected to {target}"
+            self.sip.redirect(self.handle, target)
         else:
             self.outcome = "rejected"
             self.end_reason = f"bot unreachable ({exc.reason}); rejected with {policy.unreachable_status}"
@@ -297,7 +309,8 @@ class BridgeCall:
         receiver = asyncio.ensure_future(self._receive(self.link))
         ended = asyncio.ensure_future(self._sip_ended.wait())
         stopped = asyncio.ensure_future(self._stop_requested.wait())
-        await asyncio.wait({receiver, ended, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        waiting: set[asyncio.Future[Any]] = {receiver, ended, stopped}
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()
         if self._sip_ended.is_set():
             self.end_reason = self.end_reason or "caller hung up"
@@ -314,9 +327,8 @@ class BridgeCall:
             await asyncio.wait_for(receiver, 5.0)
         except TimeoutError:
             pass
-        try:
-            await asyncio.wait_for(ended, 35.0)
-        except TimeoutError:
+        ended.cancel()
+        if not await self._wait_sip_end(35.0):
             self.log.warning("the SIP leg did not end after hang-up; giving up on it")
 
     def _bot_closed(self) -> None:

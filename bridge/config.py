@@ -504,7 +504,7 @@ class _Context:
         else:
             text = self.scalar_text(key, value)
             if text is not None:
-                shown = f"{_quote(cast(str, value))} (= {_quote(text)})"
+                shown = _quote(cast(str, value))
                 if _INT_TEXT_RE.fullmatch(text) and len(text) < 30:
                     number = int(text)
         if number is None or not lo <= number <= hi or number % step:
@@ -522,7 +522,7 @@ class _Context:
         else:
             text = self.scalar_text(key, value)
             if text is not None:
-                shown = f"{_quote(cast(str, value))} (= {_quote(text)})"
+                shown = _quote(cast(str, value))
                 try:
                     number = float(text) if len(text) < 40 else None
                 except ValueError:
@@ -541,9 +541,7 @@ class _Context:
                 return True
             if lowered in ("false", "no", "off", "0"):
                 return False
-            raise ConfigError(
-                key, f"expected true or false, got {_quote(cast(str, value))} (= {_quote(text)})"
-            )
+            raise ConfigError(key, f"expected true or false, got {_quote(cast(str, value))}")
         raise ConfigError(key, f"expected true or false, got {_show(value)}")
 
     def choice(self, key: str, value: object, choices: Sequence[str]) -> str:
@@ -613,9 +611,10 @@ class _Section:
         """The value, or _MISSING when absent; an explicit null for a non-nullable key is an error."""
         value = self.data.get(name, _MISSING)
         if value is None:
+            shown = "[" + ", ".join(map(str, default)) + "]" if isinstance(default, list) else _show(default)
             raise ConfigError(
                 self.key(name),
-                f"expected {expected}, got null (remove the key to use the default {_show(default)})",
+                f"expected {expected}, got null (remove the key to use the default {shown})",
             )
         return value
 

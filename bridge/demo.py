@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from bridge.echobot import EchoBot, start_echo_bot
-from bridge.testcaller import echo_delay_ms, place_call, sample_utterance
+from bridge.testcaller import CallResult, echo_match, place_call, sample_utterance
 
 DIGITS = "1234#"
 
@@ -109,7 +109,7 @@ async def run_demo(workdir: Path) -> int:
     return report(result, bot, utterance)
 
 
-def report(result, bot: EchoBot, utterance: bytes) -> int:  # type: ignore[no-untyped-def]
+def report(result: CallResult, bot: EchoBot, utterance: bytes) -> int:
     ok = True
 
     def check(cond: bool, text: str) -> None:
@@ -134,8 +134,10 @@ def report(result, bot: EchoBot, utterance: bytes) -> int:  # type: ignore[no-un
     lags = sorted(stream.mark_lag_ms.values())
     check(bool(lags), f"marks answered after playback: {len(lags)}/{len(stream.marks_sent)}"
           + (f", lag p50 {lags[len(lags) // 2]:.0f} ms" if lags else ""))
-    delay, corr = echo_delay_ms(utterance, bytes(result.heard), result.said_at_byte)
-    check(corr > 0.7, f"caller heard its echo: round trip {delay:.0f} ms (correlation {corr:.2f})")
+    echo = echo_match(utterance, bytes(result.heard), result.said_at_byte)
+    check(echo.matched >= 0.8, f"caller heard its echo: round trip {echo.delay_ms:.0f} ms, "
+          f"{echo.matched:.0%} of {echo.segments} speech segments match (median correlation "
+          f"{echo.median_corr:.2f})")
     check(stream.stop_reason == "callended" and stream.close_code == 1000,
           f"stop reason {stream.stop_reason!r}, socket closed with {stream.close_code}")
     check(result.end is not None and result.end.ended_by == "local",

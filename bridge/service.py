@@ -8,6 +8,7 @@ the loop, which pumps every call.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 import time
@@ -128,7 +129,7 @@ class Bridge:
             call.request_stop("bridge shutting down")
         tasks = list(self.tasks.values())
         if tasks:
-            done, pending = await asyncio.wait(tasks, timeout=timeout)
+            _, pending = await asyncio.wait(tasks, timeout=timeout)
             for task in pending:
                 task.cancel()
 
@@ -164,7 +165,7 @@ class Bridge:
         self.calls[incoming.handle] = call
         task = asyncio.ensure_future(call.run())
         self.tasks[incoming.handle] = task
-        task.add_done_callback(lambda t, handle=incoming.handle: self._call_done(handle, t))
+        task.add_done_callback(functools.partial(self._call_done, incoming.handle))
 
     def _call_done(self, handle: int, task: asyncio.Task[None]) -> None:
         call = self.calls.pop(handle, None)

@@ -8,6 +8,7 @@ directions are clocked by the same conference tick), so the echo delay can be me
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 import wave
 from dataclasses import dataclass, field
@@ -27,11 +28,9 @@ FRAME = 320  # 20 ms at 8 kHz, 16-bit
 def sample_utterance() -> bytes:
     """The packaged sample utterance: 8 kHz mono PCM16LE speech (espeak-ng)."""
     data = resources.files("bridge").joinpath("data/sample_8k.wav").read_bytes()
-    import io
-
     with wave.open(io.BytesIO(data)) as wav:
         assert wav.getframerate() == RATE and wav.getnchannels() == 1 and wav.getsampwidth() == 2
-        return wav.readframes(wav.getnframes())
+        return bytes(wav.readframes(wav.getnframes()))
 
 
 @dataclass
@@ -81,6 +80,7 @@ async def place_call(
     local_port: int,
     utterance: bytes,
     digits: str = "",
+    dtmf_method: DtmfMethod = "rfc4733",
     hold_after_s: float = 2.0,
     answer_timeout_s: float = 30.0,
     headers: dict[str, str] | None = None,
@@ -97,13 +97,15 @@ async def place_call(
     )
     await loop.run_in_executor(None, engine.start)
     result = CallResult()
-    channel = MediaChannel(FRAME, PlayoutBuffer(FRAME, prebuffer_bytes=0, cap_bytes=len(utterance) + FRAME))
+    playout = PlayoutBuffer(FRAME, prebuffer_bytes=0, cap_bytes=len(utterance) + 2 * FRAME)
+    channel = MediaChannel(FRAME, playout)
     try:
         started = time.monotonic()
         handle = await asyncio.wrap_future(engine.make_call(target, channel, headers))
         answered = asyncio.ensure_future(sink.answered.wait())
         ended = asyncio.ensure_future(sink.ended.wait())
-        await asyncio.wait({answered, ended}, timeout=answer_timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({answered, ended}, timeout=answer_timeout_s,
+                           return_when=asyncio.FIRST_COMPLETED)
         answered.cancel()
         if not sink.answered.is_set():
             if not sink.ended.is_set():
@@ -123,10 +125,11 @@ async def place_call(
 
         await listen(0.5)  # let media settle
         result.said_at_byte = len(result.heard)
-        channel.write_audio(utterance)
+        if utterance:
+            channel.write_audio(utterance)
         await listen(len(utterance) / (2 * RATE) + 0.5)
         if digits:
-            engine.send_dtmf(handle, digits)
+            engine.send_dtmf(handle, digits, dtmf_method)
             result.digits_sent = digits
         await listen(hold_after_s)
         if not sink.ended.is_set():
@@ -139,21 +142,114 @@ async def place_call(
         await loop.run_in_executor(None, engine.stop)
 
 
-def echo_delay_ms(said: bytes, heard: bytes, said_at_byte: int) -> tuple[float, float]:
-    """(delay in ms, normalised correlation) of `said` inside `heard` after `said_at_byte`."""
+@dataclass(frozen=True)
+class EchoMatch:
+    delay_ms: float  # median over the segments: the round trip caller -> bot -> caller
+    median_corr: float  # median normalised correlation of the segments at their best lag
+    matched: float  # fraction of voiced segments that match (correlation >= 0.9)
+    segments: int
+
+
+def echo_match(said: bytes, heard: bytes, said_at_byte: int, *, segment_ms: int = 250,
+               search_ms: int = 120) -> EchoMatch:
+    """Where and how well `said` comes back inside `heard`, judged segment by segment.
+
+    A global correlation is ruined by any timing slip (an adaptive jitter buffer legitimately
+    drops or inserts 10-20 ms), so each voiced segment is matched at its own best lag near the
+    global one.
+    """
     ref = np.frombuffer(said, dtype="<i2").astype(np.float64)
-    got = np.frombuffer(heard, dtype="<i2").astype(np.float64)
-    start = said_at_byte // 2
-    if len(got) < start + len(ref) // 2 or not ref.any():
-        return float("nan"), 0.0
-    window = got[start:]
+    got = np.frombuffer(heard, dtype="<i2").astype(np.float64)[said_at_byte // 2 :]
+    if len(got) < len(ref) // 2 or not ref.any():
+        return EchoMatch(float("nan"), 0.0, 0.0, 0)
     n = 1
-    while n < len(window) + len(ref):
+    while n < len(got) + len(ref):
         n *= 2
-    corr = np.fft.irfft(np.fft.rfft(window, n) * np.conj(np.fft.rfft(ref, n)), n)[: len(window)]
-    lag = int(np.argmax(corr))
-    seg = window[lag : lag + len(ref)]
-    if len(seg) < len(ref):
-        seg = np.pad(seg, (0, len(ref) - len(seg)))
-    denom = float(np.linalg.norm(seg) * np.linalg.norm(ref)) or 1.0
-    return lag / RATE * 1000.0, float(np.dot(seg, ref) / denom)
+    corr = np.fft.irfft(np.fft.rfft(got, n) * np.conj(np.fft.rfft(ref, n)), n)[: len(got)]
+    base = int(np.argmax(corr))
+    seg = RATE * segment_ms // 1000
+    search = RATE * search_ms // 1000
+    voiced_floor = 0.1 * float(np.sqrt(np.mean(ref**2)))
+    lags: list[int] = []
+    corrs: list[float] = []
+    for i in range(0, len(ref) - seg + 1, seg):
+        piece = ref[i : i + seg]
+        norm = float(np.linalg.norm(piece))
+        if norm / np.sqrt(seg) < voiced_floor:
+            continue
+        lo = max(0, base + i - search)
+        hi = min(len(got) - seg, base + i + search)
+        if hi <= lo:
+            continue
+        window = got[lo : hi + seg]
+        scores = np.correlate(window, piece, mode="valid")
+        energy = np.sqrt(np.convolve(window**2, np.ones(seg), mode="valid"))
+        scores = scores / (energy * norm + 1e-9)
+        best = int(np.argmax(scores))
+        lags.append(lo + best - i)
+        corrs.append(float(scores[best]))
+    if not corrs:
+        return EchoMatch(float("nan"), 0.0, 0.0, 0)
+    return EchoMatch(
+        delay_ms=float(np.median(lags)) / RATE * 1000.0,
+        median_corr=float(np.median(corrs)),
+        matched=sum(c >= 0.9 for c in corrs) / len(corrs),
+        segments=len(corrs),
+    )
+
+
+def _read_wav_8k(path: str) -> bytes:
+    with wave.open(path) as wav:
+        if wav.getframerate() != RATE or wav.getnchannels() != 1 or wav.getsampwidth() != 2:
+            raise SystemExit(f"{path}: need 8 kHz mono 16-bit WAV")
+        return bytes(wav.readframes(wav.getnframes()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m bridge.testcaller URI ...`: one call; prints a JSON result line."""
+    import argparse
+    import json
+    import logging
+
+    parser = argparse.ArgumentParser(prog="python -m bridge.testcaller")
+    parser.add_argument("target")
+    parser.add_argument("--local-port", type=int, required=True)
+    parser.add_argument("--rtp-port", type=int, default=40000)
+    parser.add_argument("--wav", help="8 kHz mono WAV to say (default: the sample utterance)")
+    parser.add_argument("--silent", action="store_true", help="say nothing")
+    parser.add_argument("--digits", default="")
+    parser.add_argument("--dtmf-method", choices=("rfc4733", "info"), default="rfc4733")
+    parser.add_argument("--hold", type=float, default=1.0, help="seconds to stay after the digits")
+    parser.add_argument("--heard", help="write what the caller heard to this WAV")
+    parser.add_argument("--header", action="append", default=[], help="'Name: value' for the INVITE")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    utterance = b"" if args.silent else (_read_wav_8k(args.wav) if args.wav else sample_utterance())
+    headers = dict(h.split(":", 1) for h in args.header)
+    headers = {k.strip(): v.strip() for k, v in headers.items()}
+    result = asyncio.run(place_call(
+        args.target, local_port=args.local_port, utterance=utterance, digits=args.digits,
+        dtmf_method=args.dtmf_method, hold_after_s=args.hold, headers=headers or None,
+        rtp_port_start=args.rtp_port,
+    ))
+    if args.heard:
+        with wave.open(args.heard, "wb") as wav:
+            wav.setnchannels(1)
+            wav.setsampwidth(2)
+            wav.setframerate(RATE)
+            wav.writeframes(bytes(result.heard))
+    print(json.dumps({
+        "answered": result.answered,
+        "setup_ms": round(result.setup_ms, 1),
+        "said_at_s": result.said_at_byte / (2 * RATE),
+        "heard_s": len(result.heard) / (2 * RATE),
+        "codec": result.media.codec if result.media else None,
+        "end_code": result.end.code if result.end else None,
+        "end_reason": result.end.reason if result.end else None,
+        "ended_by": result.end.ended_by if result.end else None,
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

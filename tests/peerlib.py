@@ -772,6 +772,10 @@ class Baresip:
 # Asterisk
 
 
+def _dtmf_ends(log: str) -> list[str]:
+    return re.findall(r"DTMF end '(.)' received on", log)
+
+
 def _cache_dir() -> Path:
     return Path(os.environ.get("SIP_WS_BRIDGE_CACHE") or Path.home() / ".cache" / "sip-ws-bridge")
 
@@ -784,7 +788,8 @@ class AsteriskCall:
     mix_wav: Path
     answered: bool
     ended: bool
-    log: str  # the messages.log lines of this call (BRIDGE-TEST ..., DTMF, MixMonitor)
+    log: str = ""  # the messages.log lines of this call (dialplan, DTMF, MixMonitor)
+    dtmf_received: str = ""  # digits Asterisk received from the bridge during this call ("DTMF end")
 
 
 class Asterisk:
@@ -939,9 +944,14 @@ class Asterisk:
         except FileNotFoundError:
             return ""
 
+    def dtmf_read(self) -> list[str]:
+        """What Read() got in each call to exten `dtmf` (log line DTMF-RECEIVED=...), oldest first."""
+        return re.findall(r"app_verbose\.c: DTMF-RECEIVED=(\S*)", self.messages())
+
     def dtmf_received(self) -> str:
-        """Digits Asterisk's dialplan Read() got from calls to exten `dtmf` (DTMF-RECEIVED=...), joined."""
-        return "".join(re.findall(r"DTMF-RECEIVED=(\S*)", self.messages()))
+        """Every DTMF digit Asterisk received on any channel so far (logger 'dtmf': "DTMF end 'X'
+        received"), in order; AsteriskCall.dtmf_received has those of one call_bridge() call."""
+        return "".join(_dtmf_ends(self.messages()))
 
     def call_bridge(
         self,
@@ -985,36 +995,54 @@ class Asterisk:
             mix_wav=self.rec_dir / f"{cid}-mix.wav",
             answered=False,
             ended=False,
-            log="",
         )
         if wait:
             self.wait_call(call, timeout)
         return call
 
     def wait_call(self, call: AsteriskCall, timeout: float = 60) -> AsteriskCall:
-        """Wait until `call` ended and MixMonitor closed its files; fills .answered/.ended/.log."""
+        """Wait until `call` is over and MixMonitor closed its files; fills answered/ended/log/dtmf_received.
+
+        answered=False, ended=True: the bridge never answered (not registered, rejected, no answer
+        within 30 s). Detected when no PJSIP/bridge-* channel is left, so with several calls to the
+        bridge in parallel a failed one is only noticed once the others are gone. RuntimeError if the
+        call is still going after `timeout` s."""
         end_pat = f"BRIDGE-TEST {call.id} END"
-        ended = _wait_until(lambda: end_pat in self.messages(), timeout, 0.2)
+        ans_pat = f"BRIDGE-TEST {call.id} ANSWERED"
+        t0 = time.monotonic()
+        state = "pending"
 
-        def closed() -> bool:
-            return "MixMonitor" not in self.cli("core show channels verbose") and (
-                call.rx_wav.exists() or not ended
-            )
+        def over() -> bool:
+            nonlocal state
+            text = self.messages()
+            if end_pat in text:
+                state = "ended"
+            elif ans_pat not in text and time.monotonic() - t0 > 1.5:
+                if "PJSIP/bridge-" not in self.cli("core show channels concise"):
+                    state = "failed"
+            return state != "pending"
 
-        if ended:
-            _wait_until(closed, 10, 0.2)
-            time.sleep(0.3)
+        _wait_until(over, timeout, 0.2)
+        if state == "ended":
+            # MixMonitor closes its files in its own thread just after the hangup
+            _wait_until(lambda: "End MixMonitor Recording" in self._call_log(call.id), 10, 0.1)
         text = self.messages()
-        call.answered = f"BRIDGE-TEST {call.id} ANSWERED" in text
-        call.ended = ended
-        call.log = "\n".join(
-            ln
-            for ln in text.splitlines()
-            if f"BRIDGE-TEST {call.id} " in ln or "DTMF" in ln or "MixMonitor" in ln
-        )
-        if not ended:
+        call.answered = ans_pat in text
+        call.ended = state != "pending"
+        call.log = self._call_log(call.id)
+        call.dtmf_received = "".join(_dtmf_ends(call.log))
+        if state == "pending":
             raise RuntimeError(f"Asterisk call {call.id} did not end within {timeout} s:\n{_tail(text)}")
         return call
+
+    def _call_log(self, cid: str) -> str:
+        """messages.log lines of the call whose dialplan logged BRIDGE-TEST <cid> (by its [C-...] tag)."""
+        text = self.messages()
+        m = re.search(rf"\[(C-[0-9a-f]+)\][^\n]*BRIDGE-TEST {cid} ANSWERED", text)
+        if not m:
+            return ""
+        tag = f"[{m.group(1)}]"
+        return "\n".join(ln for ln in text.splitlines() if tag in ln)
 
     def stop(self) -> None:
         if self.proc.alive():

@@ -108,6 +108,9 @@ class StreamSession:
         self._media = MediaEncoder(info.stream_sid)
         self._pending_marks: deque[str] = deque()
 
+        # Bounded key sets, fit for metric labels. errors: ProtocolError kinds except "too_large".
+        # ignored: "connected" | "start" | "dtmf" | "stop" (bridge events echoed back), "unknown",
+        # "one_way" (any message to a tap), "after_stop", "mark_overflow".
         self.errors: Counter[str] = Counter()
         self.ignored: Counter[str] = Counter()
         self.large_messages = 0
@@ -202,6 +205,14 @@ class StreamSession:
         self._pending_marks.popleft()
         return encode_mark(self._next(), self.info.stream_sid, name)
 
+    def forget_mark(self, name: str) -> None:
+        """Drop the oldest unanswered mark without answering it (a `clear` when the profile says
+        cleared marks are not answered). Same ordering rule as `mark`."""
+        if self._pending_marks and self._pending_marks[0] == name:
+            self._pending_marks.popleft()
+        elif name in self._pending_marks:
+            raise ValueError(f"mark {name!r}: the oldest unanswered mark is {self._pending_marks[0]!r}")
+
     def stop(self, reason: StopReason) -> str | None:
         """End the stream. Returns the `stop` message once; None if already stopped.
 
@@ -234,6 +245,7 @@ class StreamSession:
                 self.ignored["after_stop"] += 1
                 return None
             raise SessionStateError(f"receive() in state {self._state}; send start() first")
+        # A tap decodes too, only so that an oversized frame still closes it with 1009.
         try:
             msg = decode_bot_message(data, max_bytes=self.max_message_bytes)
         except ProtocolError as exc:
@@ -248,7 +260,6 @@ class StreamSession:
             return None
         self._count_large(data)
         if not self.two_way:
-            # Decoded anyway so an oversized frame still closes a tap with 1009.
             self.ignored["one_way"] += 1
             return None
         if isinstance(msg, BotIgnored):

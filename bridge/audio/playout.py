@@ -23,11 +23,15 @@ __all__ = ["PlayoutBuffer"]
 class PlayoutBuffer:
     """Queued bot audio with in-band marks, played out one fixed-size frame at a time.
 
-    Starts IDLE (playing silence). Goes PLAYING when the pre-buffer is full, or a mark closes a
-    segment, or audio has waited `ceil(prebuffer_bytes / frame_bytes)` reads (a short utterance never
-    waits for a pre-buffer it cannot fill). Goes back to IDLE when a read finds less than a frame, so
-    the next audio is pre-buffered again; if that audio arrives within `underrun_gap_frames` reads and
-    the buffer did not run dry exactly at a mark (end of a turn), the gap counts as an underrun.
+    Starts IDLE (playing silence). The pre-buffer is a playout delay, not a fill level: once new audio
+    is queued, `ceil(prebuffer_bytes / frame_bytes)` more reads play silence, then playback starts
+    with whatever is queued by then (with no pre-buffer, on the first read after a write). Bots send
+    in bursts (e.g. 100 ms every 100 ms): starting as soon as a burst filled the pre-buffer left no
+    slack for the next burst to be late, whereas a delay gives every later burst that much slack. For
+    the same reason neither the fill level nor a queued mark starts playback early (a bot that marks
+    every chunk would lose the cushion). Goes back to IDLE when a read finds less than a frame, so the
+    next audio is delayed again; if it arrives within `underrun_gap_frames` reads and the buffer did
+    not run dry exactly at a mark (end of a turn), the gap counts as an underrun.
     """
 
     __slots__ = (
@@ -45,7 +49,6 @@ class PlayoutBuffer:
         "_odd",
         "_played",
         "_playing",
-        "_prebuffer",
         "_prebuffer_frames",
         "_reads",
         "_underruns",
@@ -69,7 +72,6 @@ class PlayoutBuffer:
         if underrun_gap_frames < 0:
             raise ValueError(f"underrun_gap_frames must be >= 0, got {underrun_gap_frames}")
         self._frame = frame_bytes
-        self._prebuffer = prebuffer_bytes
         self._prebuffer_frames = -(-prebuffer_bytes // frame_bytes)
         # Round down so a full buffer never ends in half a sample.
         self._cap = cap_bytes & ~1
@@ -77,10 +79,10 @@ class PlayoutBuffer:
         self._buf = bytearray()
         self._zeros = memoryview(bytes(frame_bytes))
         self._marks: deque[tuple[int, str]] = deque()
-        # -1: no mark yet. Compared with positions to tell "a segment is closed" and "dry at a mark".
+        # -1: no mark yet. Compared with the write position to tell "ran dry exactly at a mark".
         self._last_mark_pos = -1
         self._playing = False
-        self._wait = 0  # silent reads spent pre-buffering since audio arrived
+        self._wait = 0  # silent reads played since audio arrived while IDLE
         self._reads = 0
         self._dry_at: int | None = None  # read count when playback ran dry mid-stream, until audio resumes
         self._written = 0
@@ -125,7 +127,11 @@ class PlayoutBuffer:
         self._last_mark_pos = self._written
 
     def clear(self) -> list[str]:
-        """Barge-in: drop all unplayed audio; return every mark not yet taken, in order."""
+        """Barge-in: drop all unplayed audio; return every mark not yet taken, in order.
+
+        The next read is silence unless new audio is written first; that audio is a new segment and
+        waits out the pre-buffer delay as usual.
+        """
         n = len(self._buf)
         self._cleared += n
         self._played += n
@@ -160,11 +166,7 @@ class PlayoutBuffer:
         buf = self._buf
         n = len(buf)
         if not self._playing:
-            if n and (
-                n >= self._prebuffer
-                or self._last_mark_pos > self._played
-                or self._wait >= self._prebuffer_frames
-            ):
+            if n and self._wait >= self._prebuffer_frames:
                 self._playing = True
                 self._wait = 0
             else:

@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import gc
 import itertools
 import logging
+import os
 import queue
 import random
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -152,6 +155,7 @@ class _Call(pj.Call):  # type: ignore[misc]
         self.answered = False
         self.stats = StreamStats()
         self.dtmf_pending: tuple[str, DtmfMethod, int, float] | None = None  # digit, method, ms, since
+        self.redirected: tuple[int, str] | None = None
 
     # -- callbacks (sip thread) --
 
@@ -163,11 +167,11 @@ class _Call(pj.Call):  # type: ignore[misc]
             self.engine._emit("on_call_answered", self.handle)
         elif ci.state == pj.PJSIP_INV_STATE_DISCONNECTED:
             self._flush_dtmf()
-            end = CallEnd(
-                code=ci.lastStatusCode,
-                reason=ci.lastReason,
-                ended_by="local" if self.ended_locally else "remote",
-            )
+            code, reason = ci.lastStatusCode, ci.lastReason
+            if self.redirected is not None:
+                code, target = self.redirected
+                reason = f"redirected to {target}"
+            end = CallEnd(code=code, reason=reason, ended_by="local" if self.ended_locally else "remote")
             if self.channel is not None:
                 self.channel.closed = True
             self.engine._call_gone(self, end)
@@ -244,6 +248,13 @@ class _Call(pj.Call):  # type: ignore[misc]
             self.dtmf_pending = None
             self.engine._emit("on_call_dtmf", self.handle, digit, duration, method)
 
+    def onCallRedirected(self, prm: Any) -> int:
+        # Report a 3xx to the application as the call's end instead of silently dialling the
+        # target: the bridge never places calls a peer can steer elsewhere.
+        # PJSIP then ends the call as 487; remember the real answer for CallEnd.
+        self.redirected = (_response_code(prm.e, 302), str(prm.targetUri))
+        return int(pj.PJSIP_REDIRECT_STOP)
+
     @_guarded
     def onCallTransferStatus(self, prm: Any) -> None:
         self.engine._emit("on_transfer_status", self.handle, prm.statusCode, bool(prm.finalNotify))
@@ -293,7 +304,7 @@ class SipEngine:
         self._thread = threading.Thread(target=self._run, name="sip", daemon=True)
         self._thread.start()
         if not self._ready.wait(timeout):
-            raise SipStackError("the SIP stack did not start within %.0f s" % timeout)
+            raise SipStackError(f"the SIP stack did not start within {timeout:.0f} s")
         if self._start_error is not None:
             raise self._start_error
 
@@ -317,7 +328,7 @@ class SipEngine:
                 return
             try:
                 future.set_result(fn())
-            except BaseException as exc:  # delivered to the caller through the future
+            except BaseException as exc:  # noqa: BLE001 - delivered to the caller through the future
                 future.set_exception(exc)
 
         self._commands.put(run)
@@ -405,7 +416,7 @@ class SipEngine:
             self._ready.set()
             self._destroy()
             return
-        except BaseException as exc:  # reported to start()'s caller, which re-raises it
+        except BaseException as exc:  # noqa: BLE001 - start() re-raises it in the caller's thread
             self._start_error = exc
             self._ready.set()
             return
@@ -446,7 +457,9 @@ class SipEngine:
         s = self.settings
         ep = pj.Endpoint()
         self._ep = ep
-        ep.libCreate()
+        with _quiet_stdout():
+            # pjlib logs its banner to stdout at level 5 before libInit() applies our log config.
+            ep.libCreate()
         cfg = pj.EpConfig()
         if cfg.uaConfig.maxCalls < s.max_calls:
             raise SipStackError(
@@ -634,6 +647,20 @@ class SipEngine:
         log.info("registration retry in %.1f s (failure %d)", delay, self._reg_failures)
 
 
+@contextlib.contextmanager
+def _quiet_stdout() -> Iterator[None]:
+    sys.stdout.flush()
+    saved = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
+
+
 def _op(code: int, reason: str = "", headers: dict[str, str] | None = None) -> Any:
     prm = pj.CallOpParam(True)
     prm.statusCode = code
@@ -645,6 +672,15 @@ def _op(code: int, reason: str = "", headers: dict[str, str] | None = None) -> A
         hdr.hValue = value
         prm.txOption.headers.append(hdr)
     return prm
+
+
+def _response_code(event: Any, default: int) -> int:
+    """The status code of the SIP response behind a pjsua2 event, if it carries one."""
+    try:
+        first_line = str(event.body.tsxState.src.rdata.wholeMsg).split("\r\n", 1)[0]
+        return int(first_line.split()[1])
+    except (AttributeError, IndexError, ValueError):
+        return default
 
 
 def _registrar_host(registrar: str) -> str:

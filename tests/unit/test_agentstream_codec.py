@@ -442,7 +442,9 @@ def test_size_limit_counts_utf8_bytes_not_characters() -> None:
 @pytest.mark.parametrize("size", [0, 2, 160, 320, 640, 1600, 3200, 32000, 100 * 1024])
 def test_media_accepts_any_even_length(size: int) -> None:
     pcm = bytes(i & 0xFF for i in range(size))
-    frame = json.dumps({"event": "media", "stream_sid": SID, "media": {"payload": base64.b64encode(pcm).decode()}})
+    frame = json.dumps(
+        {"event": "media", "stream_sid": SID, "media": {"payload": base64.b64encode(pcm).decode()}}
+    )
     assert decode_bot_message(frame) == BotMedia(pcm, SID)
 
 

@@ -68,16 +68,12 @@ def test_alaw_decode_matches_reference_for_all_codes() -> None:
     assert pcm_values(alaw_decode(ALL_CODES)) == tuple(ref_alaw_decode(c) for c in range(256))
 
 
-@pytest.mark.parametrize(
-    ("code", "value"), [(0xFF, 0), (0x7F, 0), (0x00, -32124), (0x80, 32124), (0x7E, -8)]
-)
+@pytest.mark.parametrize(("code", "value"), [(0xFF, 0), (0x7F, 0), (0x00, -32124), (0x80, 32124), (0x7E, -8)])
 def test_ulaw_known_values(code: int, value: int) -> None:
     assert pcm_values(ulaw_decode(bytes([code]))) == (value,)
 
 
-@pytest.mark.parametrize(
-    ("code", "value"), [(0xD5, 8), (0x55, -8), (0xAA, 32256), (0x2A, -32256)]
-)
+@pytest.mark.parametrize(("code", "value"), [(0xD5, 8), (0x55, -8), (0xAA, 32256), (0x2A, -32256)])
 def test_alaw_known_values(code: int, value: int) -> None:
     assert pcm_values(alaw_decode(bytes([code]))) == (value,)
 

@@ -53,16 +53,37 @@ def test_without_prebuffer_playback_starts_on_first_read_after_write() -> None:
     assert pb.is_playing
 
 
-def test_prebuffer_holds_until_full() -> None:
+def test_prebuffer_is_a_delay_not_a_fill_level() -> None:
+    pb, r = make(prebuffer=3 * FB)
+    pb.write(audio(10 * FB))  # far more than the pre-buffer: still waits out the delay
+    assert r.read_flags(3) == [False, False, False]
+    assert not pb.is_playing
+    assert r.read() == (True, audio(FB))
+    assert pb.is_playing
+
+
+def test_prebuffer_delay_runs_from_the_first_byte() -> None:
     pb, r = make(prebuffer=3 * FB)
     pb.write(audio(FB, 1))
     assert r.read() == (False, SILENCE)
     pb.write(audio(FB, 2))
     assert r.read() == (False, SILENCE)
-    pb.write(audio(FB, 3))  # now 3 frames: the pre-buffer is full
+    pb.write(audio(FB, 3))  # the pre-buffer's worth is queued now, but the delay is not over
+    assert r.read() == (False, SILENCE)
     assert r.read() == (True, audio(FB, 1))
     assert r.read() == (True, audio(FB, 2))
     assert r.read() == (True, audio(FB, 3))
+
+
+def test_prebuffer_delay_does_not_stretch_with_later_writes() -> None:
+    pb, r = make(prebuffer=2 * FB)
+    pb.write(audio(100))
+    r.read()
+    pb.write(audio(FB))
+    r.read()
+    # Two reads since the first byte: playback starts with whatever is queued.
+    assert r.read() == (True, audio(FB))
+    assert r.read() == (True, audio(100) + bytes(FB - 100))
 
 
 def test_short_utterance_is_flushed_after_waiting_prebuffer_frames() -> None:
@@ -82,15 +103,35 @@ def test_wait_counts_only_reads_after_first_byte() -> None:
     assert r.read_flags(4) == [False, False, False, True]
 
 
-def test_mark_flushes_a_short_segment_at_once() -> None:
+def test_mark_does_not_cut_the_delay_short() -> None:
     pb, r = make(prebuffer=3 * FB)
     pb.write(audio(100))
     pb.mark("end")
+    assert r.read_flags(3) == [False, False, False]
     assert pb.take_played_marks() == []  # its audio has not been read yet
     had_audio, frame = r.read()
     assert had_audio
     assert frame == audio(100) + bytes(FB - 100)
     assert pb.take_played_marks() == ["end"]
+
+
+def test_bot_marking_every_chunk_keeps_the_cushion() -> None:
+    pb, r = make(prebuffer=3 * FB)
+    for i in range(5):
+        pb.write(audio(FB, i + 1))
+        pb.mark(f"m{i}")
+    assert r.read_flags(3) == [False, False, False]
+    for i in range(5):
+        assert r.read() == (True, audio(FB, i + 1))
+        assert pb.take_played_marks() == [f"m{i}"]
+
+
+def test_audio_after_running_dry_is_delayed_again() -> None:
+    pb, r = make(prebuffer=2 * FB)
+    pb.write(audio(FB))
+    assert r.read_flags(4) == [False, False, True, False]  # the fourth read ran dry
+    pb.write(audio(FB))
+    assert r.read_flags(3) == [False, False, True]
 
 
 def test_mark_before_new_audio_does_not_start_playback() -> None:
@@ -197,7 +238,9 @@ def test_marks_after_clear_behave() -> None:
     pb.write(audio(FB, 7))
     pb.mark("new")
     assert pb.take_played_marks() == []
-    assert r.read() == (True, audio(FB, 7))  # the mark closed the segment: no pre-buffer wait
+    assert r.read_flags(2) == [False, False]  # a new segment: the pre-buffer delay again
+    assert pb.take_played_marks() == []
+    assert r.read() == (True, audio(FB, 7))
     assert pb.take_played_marks() == ["new"]
 
 
@@ -307,10 +350,61 @@ def test_no_underrun_after_clear() -> None:
 def test_exactly_empty_buffer_refilled_before_next_read_plays_on() -> None:
     pb, r = make(prebuffer=2 * FB)
     pb.write(audio(2 * FB))
-    assert r.read_flags(2) == [True, True]
+    assert r.read_flags(4) == [False, False, True, True]
     pb.write(audio(FB))  # arrived in time: no gap, no pre-buffering, no underrun
     assert r.read() == (True, audio(FB))
     assert pb.underruns == 0
+
+
+# -- bursty bots ---------------------------------------------------------------------------------------
+
+BURST_FRAMES = 5  # 100 ms bursts, every 100 ms (5 reads of 20 ms)
+
+
+def play_bursts(prebuffer: int, jitter: list[int]) -> tuple[PlayoutBuffer, list[bool], bytes]:
+    """Burst b lands just before read 1 + 5b + jitter[b]; returns the buffer, read flags, audio out."""
+    pb, r = make(prebuffer=prebuffer)
+    arrivals = {1 + BURST_FRAMES * b + e: b for b, e in enumerate(jitter)}
+    flags, heard = [], bytearray()
+    for t in range(BURST_FRAMES * len(jitter) + prebuffer // FB + 10):
+        if t in arrivals:
+            pb.write(audio(BURST_FRAMES * FB, arrivals[t] + 1))
+        had_audio, frame = r.read()
+        flags.append(had_audio)
+        if had_audio:
+            heard += frame
+    return pb, flags, bytes(heard)
+
+
+def assert_played_through(pb: PlayoutBuffer, flags: list[bool], heard: bytes, bursts: int) -> None:
+    assert pb.underruns == 0
+    first, last = flags.index(True), len(flags) - 1 - flags[::-1].index(True)
+    assert all(flags[first : last + 1])  # once playing, no silent frame between bursts
+    assert heard == b"".join(audio(BURST_FRAMES * FB, b + 1) for b in range(bursts))
+
+
+def test_late_burst_is_absorbed_by_the_prebuffer_delay() -> None:
+    # First burst early, the next one late: 2 reads of slack needed. With playback starting as soon
+    # as 60 ms were buffered (the old rule), the second burst came 40 ms after the first ran out.
+    jitter = [-1, 1, -1, 1, 0, 1, -1, 1]
+    pb, flags, heard = play_bursts(3 * FB, jitter)
+    assert flags[:3] == [False, False, False]  # 60 ms of delay before the first frame
+    assert_played_through(pb, flags, heard, len(jitter))
+
+
+def test_too_short_a_delay_underruns_on_a_late_burst() -> None:
+    # The same arrivals with a 20 ms delay: the late burst leaves a gap, counted as an underrun.
+    pb, flags, _ = play_bursts(FB, [-1, 1])
+    assert pb.underruns == 1
+    first, last = flags.index(True), len(flags) - 1 - flags[::-1].index(True)
+    assert not all(flags[first : last + 1])
+
+
+@settings(max_examples=200, deadline=None)
+@given(jitter=st.lists(st.integers(min_value=-1, max_value=1), min_size=2, max_size=30))
+def test_bursts_with_one_read_of_jitter_never_underrun(jitter: list[int]) -> None:
+    pb, flags, heard = play_bursts(3 * FB, jitter)
+    assert_played_through(pb, flags, heard, len(jitter))
 
 
 # -- counters and API ---------------------------------------------------------------------------------
@@ -333,8 +427,14 @@ def test_read_into_wrong_size_raises() -> None:
 
 @pytest.mark.parametrize(
     ("frame", "prebuffer", "cap", "gap"),
-    [(0, 0, 320, 10), (321, 0, 1000, 10), (320, -1, 1000, 10), (320, 0, 100, 10), (320, 2000, 1000, 10),
-     (320, 0, 1000, -1)],
+    [
+        (0, 0, 320, 10),
+        (321, 0, 1000, 10),
+        (320, -1, 1000, 10),
+        (320, 0, 100, 10),
+        (320, 2000, 1000, 10),
+        (320, 0, 1000, -1),
+    ],
 )
 def test_constructor_validation(frame: int, prebuffer: int, cap: int, gap: int) -> None:
     with pytest.raises(ValueError):
@@ -382,7 +482,13 @@ def test_any_interleaving_keeps_invariants(
             assert pb.played >= position[name]
         returned.extend(names)
 
+    delay = -(-prebuffer // SMALL_FB)
+    waited = 0  # silent reads while idle with audio queued
+
     def read() -> bool:
+        nonlocal waited
+        idle_with_audio = not pb.is_playing and bool(model)
+        was_playing = pb.is_playing
         before = pb.audio_bytes_read
         had_audio = pb.read_frame_into(out)
         n = pb.audio_bytes_read - before
@@ -391,6 +497,12 @@ def test_any_interleaving_keeps_invariants(
         assert out[:n] == model[:n]
         assert out[n:] == bytes(SMALL_FB - n)
         del model[:n]
+        if idle_with_audio:
+            # The pre-buffer delay: exactly `delay` silent reads, then audio, whatever is queued.
+            assert had_audio == (waited >= delay)
+            waited = 0 if had_audio else waited + 1
+        elif not was_playing:
+            assert not had_audio
         return had_audio
 
     just_cleared = False
@@ -413,6 +525,7 @@ def test_any_interleaving_keeps_invariants(
         elif kind == "clear":
             accept_returned(pb.clear())
             model.clear()
+            waited = 0
             just_cleared = True
         elif kind == "read":
             count = op[1]
