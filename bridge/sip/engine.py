@@ -409,16 +409,19 @@ class SipEngine:
     # ---- the sip thread ----------------------------------------------------------------
 
     def _run(self) -> None:
+        error: BaseException | None = None
         try:
             self._init_stack()
         except pj.Error as exc:
-            self._start_error = SipStackError(_describe_start_error(self.settings, exc))
-            self._ready.set()
-            self._destroy()
-            return
+            error = SipStackError(_describe_start_error(self.settings, exc))
         except BaseException as exc:  # noqa: BLE001 - start() re-raises it in the caller's thread
-            self._start_error = exc
+            error = exc
+        if error is not None:
+            # Tear down here: pjlib objects must die on a thread registered with pjlib.
+            self._destroy()
+            self._start_error = error
             self._ready.set()
+            self._stopped.set()
             return
         self._ready.set()
         try:

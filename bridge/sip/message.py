@@ -53,7 +53,11 @@ def uri_user(uri: str) -> str:
     if match is None:
         return uri.strip()
     user = match.group(1)
-    return user if user else uri.strip().strip("<>")
+    if user:
+        return user
+    if match.group(0).lstrip("< ").lower().startswith("tel:"):
+        return match.group(2)  # a tel: URI is all number
+    return uri.strip().strip("<>")
 
 
 def uri_host(uri: str) -> str:
