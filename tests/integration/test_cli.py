@@ -15,7 +15,8 @@ from tests.bridgelib import REPO, BridgeProcess, free_port
 pytestmark = pytest.mark.timeout(180)
 
 
-def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def cli(*args: str, env: dict[str, str] | None = None,
+        timeout: float = 60) -> subprocess.CompletedProcess[str]:
     import os
 
     return subprocess.run([sys.executable, "-m", "bridge", *args], capture_output=True, text=True,
@@ -44,7 +45,8 @@ def test_check_prints_the_resolved_profile_with_secrets_redacted(tmp_path: Path)
     ("sip: {listen: '127.0.0.1:5080'}\nbot: {url: 'http://x/'}\n", "bot.url"),
     ("sip: {listen: '127.0.0.1:5080', lisen: 1}\nbot: {url: 'ws://x/'}\n", "sip.lisen"),
     ("sip: {listen: '127.0.0.1:5080'}\nbot: {url: 'ws://x/', chunk_ms: 30}\n", "bot.chunk_ms"),
-    ("sip: {listen: '127.0.0.1:5080', register: {registrar: 'sip:x', username: u, password: '${MISSING_VAR_X}'}}\n"
+    ("sip: {listen: '127.0.0.1:5080', register: {registrar: 'sip:x', username: u,"
+     " password: '${MISSING_VAR_X}'}}\n"
      "bot: {url: 'ws://x/'}\n", "sip.register.password"),
 ])
 def test_a_bad_profile_exits_78_naming_the_key(tmp_path: Path, body: str, key: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 
 from bridge.audio.channel import MediaChannel
@@ -94,5 +95,5 @@ def test_concurrent_producer_and_consumer_keep_order() -> None:
     # Delivered frames are whole (never torn) and strictly in production order.
     for i in range(0, len(taken), FRAME):
         assert taken[i : i + FRAME] == bytes([taken[i]]) * FRAME
-    diffs = [(b - a) % 251 for a, b in zip(values, values[1:], strict=False)]
+    diffs = [(b - a) % 251 for a, b in itertools.pairwise(values)]
     assert all(d >= 1 for d in diffs)
