@@ -53,7 +53,8 @@ def cmd_check(path: str) -> int:
         profile = load_profile(path)
     except ConfigError as exc:
         return _config_error(exc, path)
-    sys.stdout.write(render_profile(profile))
+    text = render_profile(profile)
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
     for warning in profile.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"profile {path} is valid", file=sys.stderr)

@@ -217,6 +217,12 @@ def _render(template: Path, dest: Path, values: Mapping[str, str]) -> Path:
     return dest
 
 
+def _contact_port(uri: str) -> int | None:
+    """5080 from 'sip:bridge@127.0.0.1:5080;ob' (None if no port)."""
+    m = re.search(r"@?[^@;:>]+:(\d+)(?:[;>]|$)", uri.split("sip:", 1)[-1])
+    return int(m.group(1)) if m else None
+
+
 def _tail(text: str, n: int = 40) -> str:
     return "\n".join(text.splitlines()[-n:])
 
@@ -341,13 +347,18 @@ class Kamailio:
             return {aor: result.get(aor, [])}
         return result
 
-    def wait_registered(self, aor: str, timeout: float = 10, count: int = 1) -> list[str]:
-        """Wait until `aor` has at least `count` contacts; returns them (empty list on timeout)."""
+    def wait_registered(
+        self, aor: str, timeout: float = 10, count: int = 1, port: int | None = None
+    ) -> list[str]:
+        """Wait until `aor` has at least `count` contacts (with SIP `port`, if given); returns all its
+        contacts (empty list on timeout)."""
         got: list[str] = []
 
         def ok() -> bool:
             nonlocal got
             got = self.registered_contacts(aor)[aor]
+            if port is not None:
+                return sum(_contact_port(c) == port for c in got) >= count
             return len(got) >= count
 
         _wait_until(ok, timeout, 0.2)
@@ -927,13 +938,15 @@ class Asterisk:
         out = self.cli("pjsip show contacts")
         return re.findall(rf"^\s*Contact:\s+{re.escape(aor)}/(\S+)", out, re.M)
 
-    def wait_registered(self, aor: str = "bridge", timeout: float = 10) -> list[str]:
+    def wait_registered(self, aor: str = "bridge", timeout: float = 10, port: int | None = None) -> list[str]:
+        """Wait until `aor` has a contact (on SIP `port`, if given: a stale contact of an earlier
+        registrant stays until it expires or is replaced); returns the contacts ([] on timeout)."""
         got: list[str] = []
 
         def ok() -> bool:
             nonlocal got
             got = self.contacts(aor)
-            return bool(got)
+            return any(_contact_port(c) == port for c in got) if port is not None else bool(got)
 
         _wait_until(ok, timeout, 0.2)
         return got
