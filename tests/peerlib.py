@@ -380,7 +380,7 @@ class Kamailio:
 
 @dataclass
 class SippResult:
-    rc: int  # 0 all calls ok, 1 some failed, 97 global timeout, 99 no call, 254/255 fatal, 124 killed
+    rc: int  # 0 all calls ok, 1 some failed, 255 fatal or `timeout` hit, 254 cannot bind, 99 no call
     stats: dict[str, str]  # last row of the -trace_stat CSV (cumulative "(C)" columns)
     messages: str  # -trace_msg log (every SIP message sent/received)
     errors: str = ""  # -trace_err log (unexpected messages)
@@ -520,7 +520,8 @@ def start_sipp(
         argv += ["-au", auth[0], "-ap", auth[1]]
     for k, v in (keys or {}).items():
         argv += ["-key", k, v]
-    argv += ["-timeout", f"{max(1, int(timeout))}s", "-nostdin"]
+    # without -timeout_error, sipp 3.6's -timeout only stops new calls and waits for running ones
+    argv += ["-timeout", f"{max(1, int(timeout))}s", "-timeout_error", "-nostdin"]
     argv += ["-trace_stat", "-fd", "1", "-stf", str(files["stats"])]
     argv += ["-trace_msg", "-message_file", str(files["messages"])]
     argv += ["-trace_err", "-error_file", str(files["errors"])]

@@ -6,15 +6,16 @@ held back on average), which alone broke the latency budget. Here every call ret
 all the input seen so far: 20 ms in gives exactly 20 ms out on every call, for every pair, and the
 only latency is the filter's group delay, a constant reported by `delay_ms`.
 
-Filter. One Kaiser-windowed sinc per rate pair, designed at the common rate (in_rate * L), cut-off at
-the lower rate's Nyquist frequency. Transition bands: 3.4-4.6 kHz when 8 kHz is involved (so neither
-images nor aliases land in the 0.3-3.4 kHz telephone band), 7-9 kHz for 16k<->24k. The length is the
-shortest that reaches _STOP_DB of stop-band, rounded up so the group delay is a whole number of both
-input and output samples (an impulse then comes out on one output sample; flush() knows exactly how
-much is left). Result (design response, checked by the unit tests through the streaming path):
+Filter. One Kaiser-windowed sinc per rate pair (out/in = L/M in lowest terms), designed at the
+common rate in_rate * L with its cut-off at the lower rate's Nyquist frequency. Transition bands:
+3.4-4.6 kHz when 8 kHz is involved (so neither images nor aliases land in the 0.3-3.4 kHz telephone
+band), 7-9 kHz for 16k<->24k. The length is the shortest that reaches _STOP_DB of stop band, rounded
+up so the group delay is a whole number of both input and output samples (an impulse then comes out
+on one output sample; flush() knows exactly how much is left). Design response (the unit tests check
+it through the streaming path):
 
     pair          taps  delay     pass band            stop band
-    8k<->16k        65  2.00 ms   +/-0.002 dB to 3.4k  -76.5 dB from 4.6k
+    8k<->16k        65  2.00 ms   +/-0.002 dB to 3.4k  -76.4 dB from 4.6k
     8k<->24k        97  2.00 ms   +/-0.002 dB to 3.4k  -76.7 dB from 4.6k
     16k<->24k      121  1.25 ms   +/-0.001 dB to 7k    -79.7 dB from 9k
 
@@ -31,9 +32,11 @@ Determinism. BLAS changes its summation order with the matrix size (measured: 1-
 the same output computed in differently sized calls), which could flip a rounding and make the output
 depend on how the input was cut. So the taps are quantised to multiples of 2**-24: with int16 input,
 every product and partial sum is then a multiple of 2**-24 below 2**17, which float64 holds exactly
-(up to 2**29), so the sums are exact in any order and the output is bit-identical however the input is cut.
+(up to 2**29). The sums are exact in any order, and the output is bit-identical however it is cut.
 
-Cost (this machine, 20 ms input, process() including int16 conversion): see benchmarks/bench_audio.py.
+Cost (benchmarks/bench_audio.py, 20 ms per call, int16 conversion included): 8-11 µs per call for
+every pair, p99 within ~1.5x of p50 since every call does the same work. Construction ~0.3 µs; the
+six filter banks take ~0.7 ms to design, once, at import.
 """
 
 from __future__ import annotations

@@ -1,0 +1,171 @@
+"""The bridge against sipp, an independent SIP implementation: raw codec files streamed as RTP,
+RFC 4733 and SIP INFO DTMF, codec negotiation, both hang-up directions, malformed SIP."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bridge.audio.g711 import alaw_decode, ulaw_decode
+from tests.botlib import Stream, TestBot, tone
+from tests.bridgelib import BridgeProcess
+from tests.integration.test_call_e2e import exact_fraction
+from tests.peerlib import MEDIA_DIR, SIPP_AUDIO, TsharkCapture, run_sipp
+
+pytestmark = [pytest.mark.interop, pytest.mark.timeout(120)]
+
+
+def target(bridge: BridgeProcess) -> str:
+    return f"127.0.0.1:{bridge.sip_port}"
+
+
+@pytest.mark.parametrize("codec, pt, decode", [("pcmu", "0", ulaw_decode), ("pcma", "8", alaw_decode)])
+def test_g711_from_sipp_reaches_the_bot_bit_exact(tmp_path: Path, codec: str, pt: str, decode: object) -> None:
+    """A raw codec file streamed by sipp: every voiced 20 ms the bot gets, after the jitter
+    buffer's first 300 ms, is the exact G.711 decode of what was sent."""
+    async def script(stream: Stream) -> None:
+        await asyncio.sleep(4.0)
+        await stream.ws.close(1000)
+
+    with TestBot(script) as bot, BridgeProcess(tmp_path, bot.url) as bridge:
+        result = run_sipp(tmp_path, target(bridge), "uac_wait_bye",
+                          keys={"audio": SIPP_AUDIO[codec], "pt": pt, "codec": codec.upper()})
+        stream = bot.wait_closed()
+        summary = bridge.wait_summaries()[0]
+    assert result.rc == 0, result.errors
+    assert summary["codec"] == codec.upper()
+    reference = decode((MEDIA_DIR / f"speech.{codec}").read_bytes())  # type: ignore[operator]
+    received = stream.pcm()[int(0.3 * 16000):]
+    assert len(received) > 3 * 16000
+    assert exact_fraction(received, reference) == 1.0
+
+
+@pytest.mark.parametrize("scenario, codec", [("uac_media_dtmf", "pcmu"), ("uac_media_dtmf_pcma", "pcma")])
+def test_rfc4733_and_info_dtmf_from_sipp_arrive_in_order(tmp_path: Path, scenario: str, codec: str) -> None:
+    with TestBot() as bot, BridgeProcess(tmp_path, bot.url) as bridge:
+        result = run_sipp(tmp_path, target(bridge), scenario, keys={"audio": SIPP_AUDIO[codec]},
+                          duration_ms=1000)
+        stream = bot.wait_closed()
+    assert result.rc == 0, result.errors
+    # sipp sends RFC 4733 "123#" (play_dtmf) and then SIP INFO "5".
+    assert stream.dtmf() == "123#5"
+    assert stream.of("stop")[0]["stop"]["reason"] == "callended" and stream.close_code == 1000
+    assert "BYE" in result.messages
+
+
+def test_g722_is_negotiated_and_its_audio_reaches_the_bot(tmp_path: Path) -> None:
+    with TestBot() as bot, BridgeProcess(tmp_path, bot.url + "?sample-rate=16000") as bridge:
+        result = run_sipp(tmp_path, target(bridge), "uac_media_dtmf_g722",
+                          keys={"audio": SIPP_AUDIO["g722"]}, duration_ms=2000)
+        stream = bot.wait_closed()
+        summary = bridge.wait_summaries()[0]
+    assert result.rc == 0, result.errors
+    assert summary["codec"] == "G722"
+    pcm16k = np.frombuffer(stream.pcm(), dtype="<i2").astype(np.float64)
+    spectrum = np.abs(np.fft.rfft(pcm16k))
+    freqs = np.fft.rfftfreq(len(pcm16k), 1 / 16000)
+    voice_band = spectrum[(freqs > 200) & (freqs < 3400)].sum()
+    assert voice_band > 0.8 * spectrum.sum()  # speech, not noise or silence
+    assert np.sqrt(np.mean(pcm16k**2)) > 300
+
+
+def test_an_offer_with_no_common_codec_gets_488(tmp_path: Path) -> None:
+    with TestBot() as bot, BridgeProcess(tmp_path, bot.url) as bridge:
+        result = run_sipp(tmp_path, target(bridge), "odd/odd_no_common_codec")
+        assert not bot.streams  # the bot is never bothered
+    assert result.rc == 0, result.errors
+    assert "SIP/2.0 488" in result.messages
+
+
+def test_bot_hanging_up_sends_bye_to_the_caller(tmp_path: Path) -> None:
+    async def script(stream: Stream) -> None:
+        await asyncio.sleep(1.0)
+        await stream.ws.close(1000)
+
+    with TestBot(script) as bot, BridgeProcess(tmp_path, bot.url) as bridge:
+        result = run_sipp(tmp_path, target(bridge), "uac_wait_bye",
+                          keys={"audio": SIPP_AUDIO["pcmu"], "pt": "0", "codec": "PCMU"})
+        summary = bridge.wait_summaries()[0]
+    assert result.rc == 0, result.errors  # sipp saw the bridge's BYE and answered it
+    assert summary["ended_by"] == "local" and "bot closed" in summary["end_reason"]
+    assert bot.streams[0].close_code == 1000
+
+
+def test_clear_silences_the_rtp_within_one_frame(tmp_path: Path) -> None:
+    """On the wire: after `clear` reaches the bridge, every RTP packet it sends is silence
+    (mu-law 0xFF/0x7F) from the next 20 ms frame on."""
+    sent: dict[str, float] = {}
+
+    async def script(stream: Stream) -> None:
+        await asyncio.sleep(0.5)
+        await stream.send_audio(tone(1000, 6.0), chunk_bytes=32000)
+        await asyncio.sleep(1.5)
+        sent["clear"] = time.time()
+        await stream.clear()
+
+    with TestBot(script) as bot, BridgeProcess(tmp_path, bot.url) as bridge:
+        rtp_lo = bridge.profile["sip"]["rtp_port_start"]
+        capture = TsharkCapture.start(tmp_path, f"udp and portrange {rtp_lo}-{rtp_lo + 199}",
+                                      duration_s=20, name="clear")
+        time.sleep(1.5)
+        result = run_sipp(tmp_path, target(bridge), "uac_media_dtmf", keys={"audio": SIPP_AUDIO["pcmu"]},
+                          duration_ms=1000)
+        bot.wait_closed()
+        pcap = capture.stop()
+    assert result.rc == 0
+    packets = _rtp_payloads(pcap, rtp_lo)
+    assert packets, "no RTP captured from the bridge"
+    cleared = sent["clear"]
+    tone_before = [p for t, p in packets if cleared - 1.0 < t < cleared - 0.1]
+    after = [p for t, p in packets if t > cleared + 0.020 + 0.005]  # one frame + scheduling slack
+    assert tone_before and all(not _silent(p) for p in tone_before)
+    assert after and all(_silent(p) for p in after), [t - cleared for t, p in packets if t > cleared][:5]
+
+
+def _silent(payload: bytes) -> bool:
+    return all(b in (0xFF, 0x7F, 0xFE, 0x7E) for b in payload)
+
+
+def _rtp_payloads(pcap: Path, rtp_lo: int) -> list[tuple[float, bytes]]:
+    """(capture time, payload) of PCMU packets sent from the bridge's RTP port range."""
+    import subprocess
+
+    out = subprocess.run(
+        ["tshark", "-r", str(pcap), "-o", "rtp.heuristic_rtp:TRUE", "-Y", "rtp.p_type == 0",
+         "-T", "fields", "-e", "frame.time_epoch", "-e", "udp.srcport", "-e", "rtp.payload"],
+        capture_output=True, text=True, timeout=60, check=True).stdout
+    packets = []
+    for line in out.splitlines():
+        parts = line.split("\t")
+        if len(parts) != 3 or not parts[2]:
+            continue
+        if rtp_lo <= int(parts[1]) < rtp_lo + 200:
+            packets.append((float(parts[0]), bytes.fromhex(parts[2].replace(":", ""))))
+    return packets
+
+
+def test_malformed_sip_does_not_hurt_the_bridge(tmp_path: Path) -> None:
+    """The robustness battery: bad SDP, unknown method, malformed headers, unknown dialog,
+    delayed offer, junk datagrams; afterwards the bridge still answers OPTIONS and calls."""
+    import socket
+
+    with TestBot() as bot, BridgeProcess(tmp_path, bot.url) as bridge:
+        outcomes = {}
+        for scenario in ("odd_bad_sdp", "odd_unknown_method", "odd_malformed_headers",
+                         "odd_bye_unknown_dialog"):
+            outcomes[scenario] = run_sipp(tmp_path, target(bridge), f"odd/{scenario}", timeout=20)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as junk:
+            for datagram in (b"", bytes(range(256)) * 5, b"INVITE sip:x SIP/2.0\r\nVia: broken"):
+                junk.sendto(datagram, ("127.0.0.1", bridge.sip_port))
+        alive = run_sipp(tmp_path, target(bridge), "odd/options_ping", timeout=20)
+        call = run_sipp(tmp_path, target(bridge), "uac_media_dtmf", keys={"audio": SIPP_AUDIO["pcmu"]},
+                        duration_ms=500)
+        assert bridge.proc is not None and bridge.proc.poll() is None
+    assert "SIP/2.0 400" in outcomes["odd_bad_sdp"].messages or "SIP/2.0 488" in outcomes["odd_bad_sdp"].messages
+    assert "SIP/2.0 481" in outcomes["odd_bye_unknown_dialog"].messages
+    assert alive.rc == 0 and "SIP/2.0 200" in alive.messages
+    assert call.rc == 0
