@@ -33,6 +33,9 @@ from bridge.ws.client import BotLink, open_bot_link, redact_url
 log = logging.getLogger("bridge.call")
 
 SOCKET_RATES = (8000, 16000, 24000)
+# How long a call waits for its SIP leg to end after the stream ended (a transfer's NOTIFY,
+# the far end's answer to our BYE) before it hangs up itself.
+_LEG_END_WAIT_S = 15.0
 
 
 class SipLeg(Protocol):
@@ -328,8 +331,12 @@ class BridgeCall:
         except TimeoutError:
             pass
         ended.cancel()
-        if not await self._wait_sip_end(35.0):
-            self.log.warning("the SIP leg did not end after hang-up; giving up on it")
+        if not await self._wait_sip_end(_LEG_END_WAIT_S):
+            # A transfer whose outcome never came, or a BYE never answered: end it ourselves.
+            self.log.warning("the SIP leg is still up %.0f s later; hanging up", _LEG_END_WAIT_S)
+            self.sip.hangup(self.handle)
+            if not await self._wait_sip_end(35.0):
+                self.log.warning("the SIP leg did not end after hang-up; giving up on it")
 
     def _bot_closed(self) -> None:
         assert self.link is not None

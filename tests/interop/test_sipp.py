@@ -169,3 +169,52 @@ def test_malformed_sip_does_not_hurt_the_bridge(tmp_path: Path) -> None:
     assert "SIP/2.0 481" in outcomes["odd_bye_unknown_dialog"].messages
     assert alive.rc == 0 and "SIP/2.0 200" in alive.messages
     assert call.rc == 0
+
+
+def test_bot_closing_can_transfer_the_caller_with_refer(tmp_path: Path) -> None:
+    """Profile on_close: transfer -> the bridge sends a blind REFER to the configured URI, and
+    hangs up its leg once the transferee reports the outcome."""
+    async def script(stream: Stream) -> None:
+        await asyncio.sleep(1.0)
+        await stream.ws.close(1000)
+
+    overrides = {"bot": {"on_close": {"action": "transfer", "transfer_to": "sip:agents@127.0.0.1:5999"}}}
+    with TestBot(script) as bot, BridgeProcess(tmp_path, bot.url, overrides) as bridge:
+        result = run_sipp(tmp_path, target(bridge), "uac_accept_refer", keys={"audio": SIPP_AUDIO["pcmu"]})
+        summary = bridge.wait_summaries()[0]
+        assert bot.streams[0].close_code == 1000
+    assert result.rc == 0, result.errors + result.messages[-3000:]
+    assert "REFER-TO sip:agents@127.0.0.1:5999" in result.logs
+    assert "transferred to sip:agents@127.0.0.1:5999" in summary["end_reason"]
+
+
+def test_rtp_timestamps_and_marker_stay_continuous_across_silence(tmp_path: Path) -> None:
+    """The bridge sends one packet every 20 ms whatever the bot does (audio, silence, audio):
+    sequence +1 and timestamp +160 each time, and the marker bit at most on the first packet."""
+    import subprocess
+
+    async def script(stream: Stream) -> None:
+        await asyncio.sleep(0.3)
+        await stream.send_audio(tone(500, 0.5))
+        await asyncio.sleep(1.5)  # silence gap
+        await stream.send_audio(tone(700, 0.5))
+
+    with TestBot(script) as bot, BridgeProcess(tmp_path, bot.url) as bridge:
+        rtp_lo = bridge.profile["sip"]["rtp_port_start"]
+        capture = TsharkCapture.start(tmp_path, f"udp and src portrange {rtp_lo}-{rtp_lo + 199}",
+                                      duration_s=20, name="rtp")
+        result = run_sipp(tmp_path, target(bridge), "uac_media_dtmf", keys={"audio": SIPP_AUDIO["pcmu"]},
+                          duration_ms=1500)
+        bot.wait_closed()
+        pcap = capture.stop()
+    assert result.rc == 0
+    out = subprocess.run(
+        ["tshark", "-r", str(pcap), "-o", "rtp.heuristic_rtp:TRUE", "-Y", "rtp.p_type == 0",
+         "-T", "fields", "-e", "rtp.seq", "-e", "rtp.timestamp", "-e", "rtp.marker"],
+        capture_output=True, text=True, timeout=60, check=True).stdout
+    rows = [tuple(int(x) if x.isdigit() else x for x in line.split("\t")) for line in out.splitlines()]
+    assert len(rows) > 150  # > 3 s of 20 ms packets
+    for (seq_a, ts_a, _), (seq_b, ts_b, marker_b) in zip(rows, rows[1:], strict=False):
+        assert (seq_b - seq_a) % 65536 == 1
+        assert (ts_b - ts_a) % 2**32 == 160
+        assert marker_b in (0, "0", "False")
