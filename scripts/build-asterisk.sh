@@ -40,6 +40,7 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 : >"$LOG"
 echo "build-asterisk.sh started $(date -u +%FT%TZ)" >>"$LOG"
+trap 'echo "asterisk: build FAILED (line $LINENO); last lines of $LOG:" >&2; tail -25 "$LOG" >&2' ERR
 
 # 0. apt dependencies (only the missing ones; asterisk-core-sounds-en-wav gives Playback() prompts)
 DEPS=(build-essential pkg-config bzip2 xz-utils patch wget
@@ -61,10 +62,12 @@ have_source() {
   local dsc
   dsc=$(ls -1 "$SRC"/asterisk_*.dsc 2>/dev/null | sort -V | tail -1) || return 1
   [ -n "$dsc" ] || return 1
-  local f
+  local f n=0
   for f in $(sed -n '/^Files:/,/^[^ ]/{/^ /p}' "$dsc" | awk '{print $3}'); do
     [ -f "$SRC/$f" ] || return 1
+    n=$((n + 1))
   done
+  [ "$n" -gt 0 ]
 }
 mkdir -p "$SRC" "$CACHE/apt/lists/partial" "$CACHE/apt/cache/archives/partial"
 if have_source; then

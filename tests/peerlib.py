@@ -591,6 +591,7 @@ class BaresipResult:
     log_path: Path
     log: str
     rc: int | None
+    dtmf_received: str = ""  # RFC 4733 digits baresip received ("received event: 'X' (end=1)")
 
 
 _baresip_seq = itertools.count(1)
@@ -619,6 +620,10 @@ def _render_baresip(
     src = PEERS_DIR / "baresip" / role
     _render(src / "config", cfg_dir / "config", values)
     _render(src / "accounts", cfg_dir / "accounts", account_values)
+
+
+def _baresip_dtmf(log: str) -> str:
+    return "".join(re.findall(r"received event: '(.)' \(end=1\)", log))
 
 
 def _dumps(snd: Path, kind: str) -> list[Path]:
@@ -716,6 +721,7 @@ class Baresip:
             log_path=proc.log_path,
             log=proc.log_text(),
             rc=rc,
+            dtmf_received=_baresip_dtmf(proc.log_text()),
         )
 
     @classmethod
@@ -770,6 +776,10 @@ class Baresip:
 
     def received_wavs(self) -> list[Path]:
         return _dumps(self.snd_dir, "dec")
+
+    def dtmf_received(self) -> str:
+        """RFC 4733 digits received so far, all calls ("received event: 'X' (end=1)" in the log)."""
+        return _baresip_dtmf(self.proc.log_text())
 
     def stop(self) -> None:
         if self.proc.popen.stdin and self.proc.alive():
