@@ -69,14 +69,14 @@ class EchoBot:
                     media = msg["media"]
                     rec.media_messages += 1
                     rec.media_bytes += len(media["payload"]) * 3 // 4
-                    await ws.send(json.dumps({"event": "media", "stream_sid": rec.stream_sid,
-                                              "media": media}))
+                    if not await _send(ws, {"event": "media", "stream_sid": rec.stream_sid, "media": media}):
+                        continue
                     echoed += 1
                     if self.mark_every and echoed % self.mark_every == 0:
                         name = f"echo-{echoed}"
                         rec.marks_sent[name] = time.monotonic()
-                        await ws.send(json.dumps({"event": "mark", "stream_sid": rec.stream_sid,
-                                                  "mark": {"name": name}}))
+                        await _send(ws, {"event": "mark", "stream_sid": rec.stream_sid,
+                                         "mark": {"name": name}})
                 elif event == "mark":
                     name = msg["mark"]["name"]
                     sent = rec.marks_sent.get(name)
@@ -94,6 +94,15 @@ class EchoBot:
         finally:
             rec.close_code = ws.close_code
             self.stream_done.set()
+
+
+async def _send(ws: ServerConnection, message: dict[str, Any]) -> bool:
+    """Send unless the bridge has closed (after `stop`): then keep reading what already arrived."""
+    try:
+        await ws.send(json.dumps(message))
+    except ConnectionClosed:
+        return False
+    return True
 
 
 async def start_echo_bot(host: str, port: int, bot: EchoBot | None = None) -> tuple[Server, EchoBot]:

@@ -178,8 +178,11 @@ class TestBot:
                     if self.script is not None:
                         script_task = asyncio.ensure_future(self.script(stream))
                 elif event == "media" and self.echo:
-                    await ws.send(json.dumps({"event": "media", "stream_sid": msg["stream_sid"],
-                                              "media": msg["media"]}))
+                    try:
+                        await ws.send(json.dumps({"event": "media", "stream_sid": msg["stream_sid"],
+                                                  "media": msg["media"]}))
+                    except ConnectionClosed:
+                        pass  # the bridge closed after stop: keep reading what already arrived
         except ConnectionClosed:
             pass
         finally:
