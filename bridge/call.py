@@ -124,6 +124,7 @@ class BridgeCall:
         self.bot_bytes_in = 0
         self.media_drops = 0
         self.protocol_errors = 0
+        self.large_messages = 0
         self._chunker: Chunker | None = None
         self._rx_resampler: StreamResampler | None = None
         self._tx_resampler: StreamResampler | None = None
@@ -378,6 +379,11 @@ class BridgeCall:
                 self._note_rejects(session)
                 continue
             if isinstance(event, BotMedia):
+                if session.large_messages > self.large_messages:
+                    self.large_messages = session.large_messages
+                    if self.large_messages <= 5 or self.large_messages % 100 == 0:
+                        self.log.warning("bot message of %d bytes of audio is over %d bytes (accepted; %d so far)",
+                                         len(event.payload), self.policy.warn_message_bytes, self.large_messages)
                 self.bot_media_messages += 1
                 self.bot_bytes_in += len(event.payload)
                 pcm = event.payload

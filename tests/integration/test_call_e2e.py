@@ -277,3 +277,23 @@ def test_sigterm_stops_streams_hangs_up_and_exits_cleanly(tmp_path: Path) -> Non
     assert outcome["ended_by"] == "remote"
     records = [json.dumps(r) for r in bridge.records()]
     assert any("bridge stopped" in r for r in records)
+
+
+def test_big_messages_are_accepted_with_a_warning_and_oversize_ones_close_with_1009(tmp_path: Path) -> None:
+    """A 200 KB media message plays (with a warning); one over the hard limit (1 MiB) closes the
+    socket with 1009, and the call ends per profile (hang-up)."""
+    async def script(stream: Stream) -> None:
+        await asyncio.sleep(0.3)
+        await stream.send_audio(tone(440, 12.5), chunk_bytes=200_000)  # 200 KB: 12.5 s in one message
+        await asyncio.sleep(0.5)
+        await stream.send_audio(bytes(800_000), chunk_bytes=800_000)  # base64: ~1.07 MB of JSON
+
+    with TestBot(script) as bot, BridgeProcess(tmp_path, bot.url) as bridge:
+        result = run_test_caller(bridge.uri, tmp_path, silent=True, hold=10.0)
+        stream = bot.wait_closed()
+        summary = bridge.wait_summaries()[0]
+        warnings = [r["msg"] for r in bridge.records() if r["level"] == "warning"]
+    assert stream.close_code == 1009
+    assert any("over 102400 bytes (accepted" in w for w in warnings)
+    assert result["ended_by"] == "remote"  # the bridge hung up
+    assert summary["bot_media_messages"] == 1

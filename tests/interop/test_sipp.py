@@ -59,8 +59,12 @@ def test_rfc4733_and_info_dtmf_from_sipp_arrive_in_order(tmp_path: Path, scenari
     assert "BYE" in result.messages
 
 
-def test_g722_is_negotiated_and_its_audio_reaches_the_bot(tmp_path: Path) -> None:
-    with TestBot() as bot, BridgeProcess(tmp_path, bot.url + "?sample-rate=16000") as bridge:
+@pytest.mark.parametrize("clock_rate", [8000, 16000])
+def test_g722_is_negotiated_and_its_audio_reaches_the_bot(tmp_path: Path, clock_rate: int) -> None:
+    """G.722 at 16 kHz to a 16 kHz socket; with media.clock_rate 16000 the wideband band
+    (above 4 kHz) survives end to end, with 8000 it is cut at 4 kHz."""
+    with TestBot() as bot, BridgeProcess(tmp_path, bot.url + "?sample-rate=16000",
+                                         {"media": {"clock_rate": clock_rate}}) as bridge:
         result = run_sipp(tmp_path, target(bridge), "uac_media_dtmf_g722",
                           keys={"audio": SIPP_AUDIO["g722"]}, duration_ms=2000)
         stream = bot.wait_closed()
@@ -68,11 +72,27 @@ def test_g722_is_negotiated_and_its_audio_reaches_the_bot(tmp_path: Path) -> Non
     assert result.rc == 0, result.errors
     assert summary["codec"] == "G722"
     pcm16k = np.frombuffer(stream.pcm(), dtype="<i2").astype(np.float64)
-    spectrum = np.abs(np.fft.rfft(pcm16k))
+    spectrum = np.abs(np.fft.rfft(pcm16k)) ** 2
     freqs = np.fft.rfftfreq(len(pcm16k), 1 / 16000)
-    voice_band = spectrum[(freqs > 200) & (freqs < 3400)].sum()
-    assert voice_band > 0.8 * spectrum.sum()  # speech, not noise or silence
     assert np.sqrt(np.mean(pcm16k**2)) > 300
+    assert spectrum[(freqs > 200) & (freqs < 3400)].sum() > 0.5 * spectrum.sum()  # speech
+    wideband = spectrum[(freqs > 4500) & (freqs < 7000)].sum() / spectrum.sum()
+    if clock_rate == 16000:
+        assert wideband > 1e-3  # espeak's fricatives above 4.5 kHz made it through
+    else:
+        assert wideband < 1e-4
+
+
+def test_sip_over_tcp_and_call_sid_is_the_sip_call_id(tmp_path: Path) -> None:
+    with TestBot() as bot, BridgeProcess(tmp_path, bot.url) as bridge:
+        result = run_sipp(tmp_path, target(bridge), "uac_media_dtmf", keys={"audio": SIPP_AUDIO["pcmu"]},
+                          duration_ms=500, extra_args=["-t", "t1"])
+        stream = bot.wait_closed()
+    assert result.rc == 0, result.errors
+    call_ids = {line.split(":", 1)[1].strip() for line in result.messages.splitlines()
+                if line.lower().startswith("call-id:")}
+    assert stream.start["start"]["call_sid"] in call_ids
+    assert stream.dtmf() == "123#5"
 
 
 def test_an_offer_with_no_common_codec_gets_488(tmp_path: Path) -> None:
