@@ -382,8 +382,9 @@ class BridgeCall:
                 if session.large_messages > self.large_messages:
                     self.large_messages = session.large_messages
                     if self.large_messages <= 5 or self.large_messages % 100 == 0:
-                        self.log.warning("bot message of %d bytes of audio is over %d bytes (accepted; %d so far)",
-                                         len(event.payload), self.policy.warn_message_bytes, self.large_messages)
+                        self.log.warning(
+                            "bot message of %d bytes of audio is over %d bytes (accepted; %d so far)",
+                            len(event.payload), self.policy.warn_message_bytes, self.large_messages)
                 self.bot_media_messages += 1
                 self.bot_bytes_in += len(event.payload)
                 pcm = event.payload

@@ -7,10 +7,14 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from bridge import __version__
 from bridge.errors import EXIT_CONFIG, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, BridgeError, ConfigError
 from bridge.logs import setup_logging
+
+if TYPE_CHECKING:
+    from bridge.config import Profile
 
 log = logging.getLogger("bridge")
 
@@ -46,13 +50,22 @@ def _config_error(exc: ConfigError, path: str) -> int:
     return EXIT_CONFIG
 
 
-def cmd_check(path: str) -> int:
-    from bridge.config import load_profile, render_profile
+def _load(path: str) -> Profile | int:
+    """The profile, or the exit code after saying what is wrong with it."""
+    from bridge.config import load_profile
 
     try:
-        profile = load_profile(path)
+        return load_profile(path)
     except ConfigError as exc:
         return _config_error(exc, path)
+
+
+def cmd_check(path: str) -> int:
+    from bridge.config import render_profile
+
+    profile = _load(path)
+    if isinstance(profile, int):
+        return profile
     text = render_profile(profile)
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
     for warning in profile.warnings:
@@ -62,12 +75,9 @@ def cmd_check(path: str) -> int:
 
 
 def cmd_run(path: str) -> int:
-    from bridge.config import load_profile
-
-    try:
-        profile = load_profile(path)
-    except ConfigError as exc:
-        return _config_error(exc, path)
+    profile = _load(path)
+    if isinstance(profile, int):
+        return profile
     setup_logging(profile.logging.level, profile.logging.format)
     for warning in profile.warnings:
         log.warning("profile: %s", warning)
