@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 import urllib.parse
 import uuid
@@ -25,9 +26,13 @@ from bridge.audio.channel import MediaChannel
 from bridge.audio.framing import Chunker, frame_bytes
 from bridge.audio.playout import PlayoutBuffer
 from bridge.audio.resample import StreamResampler
+from bridge.config import RecordingSettings
 from bridge.errors import BotConnectError
+from bridge.latency import LatencyHistogram
 from bridge.logs import CallLog, record
+from bridge.recording import CallHooks, CallRecorder, open_channel
 from bridge.sip import CallEnd, DtmfMethod, IncomingCall, MediaInfo, StreamStats
+from bridge.summary import summary_extras
 from bridge.ws.client import BotLink, open_bot_link, redact_url
 
 log = logging.getLogger("bridge.call")
@@ -77,6 +82,11 @@ class CallPolicy:
     clock_rate: int = 8000
     header_allowed: Callable[[str, tuple[str, ...]], bool] | None = None
     host_allowed: Callable[[str, tuple[str, ...]], bool] | None = None
+    recording: RecordingSettings | None = None  # None: this call is not recorded
+    stall_timeout: float = 10.0  # the bot read nothing for this long: end the call (0 = never)
+    ping_interval: float = 20.0  # WebSocket keepalive; an unanswered ping closes the socket
+    ping_timeout: float = 20.0
+    ssl_context: ssl.SSLContext | None = None  # for wss:// (None: the library's verifying default)
 
 
 def socket_rate_and_params(url: str) -> tuple[int, dict[str, str], str | None]:
@@ -107,7 +117,12 @@ class BridgeCall:
         self.stream_sid = uuid.uuid4().hex
         self.log = CallLog(log, call_sid=incoming.call_id, stream_sid=self.stream_sid)
         self.created = time.monotonic()
+        self.started_wall = time.time()
         self.answered_at: float | None = None
+        self.bot_connect_s: float | None = None  # how long the bot's socket took to open
+        self.hooks: CallHooks | None = None  # metrics and recordings (set by the service)
+        self.recorder: CallRecorder | None = None
+        self.summary: dict[str, object] = {}
         self.sip_end: CallEnd | None = None
         self.sip_stats = StreamStats()
         self._sip_ended = asyncio.Event()
@@ -123,13 +138,19 @@ class BridgeCall:
         self.bot_media_messages = 0
         self.bot_bytes_in = 0
         self.media_drops = 0
+        self._stall_warned = False
         self.protocol_errors = 0
         self.large_messages = 0
         self._chunker: Chunker | None = None
+        self._chunk_frames = 1
         self._rx_resampler: StreamResampler | None = None
         self._tx_resampler: StreamResampler | None = None
         self.socket_rate = 8000
         self.bot_url = policy.bot_url
+        self.rtp_to_ws: LatencyHistogram | None = None
+        self.ws_to_rtp: LatencyHistogram | None = None
+        self._probe: tuple[int, float, float] | None = None  # playout position, arrival, allowance ms
+        self._next_probe = 0.0
         self.pumping = False
 
     # ---- events from the SIP engine (loop thread) ----------------------------------------
@@ -139,7 +160,8 @@ class BridgeCall:
 
     def on_media(self, media: MediaInfo) -> None:
         self.media = media
-        self.log.info("media up: %s/%d from %s", media.codec, media.clock_rate, media.remote_rtp)
+        self.log.info("media up: %s/%d from %s%s", media.codec, media.clock_rate, media.remote_rtp,
+                      " (SRTP)" if media.srtp else "")
 
     def on_dtmf(self, digit: str, duration_ms: int, method: DtmfMethod) -> None:
         self.dtmf_digits += digit
@@ -176,6 +198,8 @@ class BridgeCall:
             self.pumping = False
             if self.link is not None and self.link.is_open:
                 await self.link.close(1000)
+            if self.recorder is not None:
+                await self.recorder.finish()
             self._summary()
 
     async def _run(self) -> None:
@@ -185,12 +209,16 @@ class BridgeCall:
         if warning:
             self.log.warning("%s", warning)
         self.socket_rate = rate
+        connect_started = time.monotonic()
         connect = asyncio.ensure_future(open_bot_link(
             url,
             headers=self.policy.bot_headers,
             timeout=self.policy.connect_timeout,
             retries=self.policy.connect_retries,
             max_message_bytes=self.policy.max_message_bytes,
+            ssl_context=self.policy.ssl_context,
+            ping_interval=self.policy.ping_interval,
+            ping_timeout=self.policy.ping_timeout,
             logger=self.log,
         ))
         if not await self._first(connect):
@@ -205,6 +233,7 @@ class BridgeCall:
             return
         try:
             self.link = connect.result()
+            self.bot_connect_s = time.monotonic() - connect_started
         except BotConnectError as exc:
             self._bot_unreachable(exc)
             await self._wait_sip_end(5.0)
@@ -299,8 +328,9 @@ class BridgeCall:
             prebuffer_bytes=frame_bytes(clock, policy.prebuffer_ms),
             cap_bytes=int(policy.buffer_seconds * clock) * 2,
         )
-        self.channel = MediaChannel(frame, playout, notify=self._notify_media)
+        self.channel, self.recorder = open_channel(self, frame, playout, self._notify_media)
         self._chunker = Chunker(frame_bytes(rate, policy.chunk_ms))
+        self._chunk_frames = policy.chunk_ms // 20
         self._rx_resampler = StreamResampler(clock, rate) if rate != clock else None
         self._tx_resampler = StreamResampler(rate, clock) if rate != clock else None
         self.pumping = True
@@ -390,10 +420,13 @@ class BridgeCall:
                 pcm = event.payload
                 if self._tx_resampler is not None:
                     pcm = self._tx_resampler.process(pcm)
+                if self.ws_to_rtp is not None and self._probe is None and pcm:
+                    self._start_probe(channel)
                 channel.write_audio(pcm)
             elif isinstance(event, BotMark):
                 channel.mark(event.name)
             elif isinstance(event, BotClear):
+                self._probe = None  # its audio was dropped
                 pending = channel.clear()
                 if self._tx_resampler is not None:
                     # Its tail belongs to the audio just dropped.
@@ -422,13 +455,36 @@ class BridgeCall:
 
     # ---- the media pump (loop thread, woken by the conference clock) -------------------
 
-    def pump(self, final: bool = False) -> None:
+    def _start_probe(self, channel: MediaChannel) -> None:
+        """Sample one bot message (about once a second) for the ws->rtp latency."""
+        now = time.monotonic()
+        playout = channel.playout
+        if now < self._next_probe or (playout.buffered_bytes and not playout.is_playing):
+            return  # still pre-buffering earlier audio: its wait is not ours to measure
+        bytes_per_ms = self.policy.clock_rate * 2 / 1000
+        allowance = playout.buffered_bytes / bytes_per_ms
+        if not playout.is_playing:
+            allowance += self.policy.prebuffer_ms
+        self._probe = (playout.written, now, allowance)
+
+    def pump_due(self) -> bool:
+        """Whether this tick has work for `pump` (checked for every call on every tick)."""
+        channel = self.channel
+        return channel is not None and (
+            channel._rx_written - channel._rx_read >= self._chunk_frames
+            or channel.marks_pending > 0
+            or self._probe is not None
+        )
+
+    def pump(self, final: bool = False, tick_at: float = 0.0) -> None:
         channel = self.channel
         session = self.session
         link = self.link
         if channel is None or session is None or link is None or self._chunker is None:
             return
-        pcm = channel.rx_take()
+        # Take caller audio once a whole chunk waits (or at the end): with 100 ms chunks this
+        # skips four ticks in five, and nothing is sent earlier anyway.
+        pcm = channel.rx_take() if final or channel.rx_frames_ready >= self._chunk_frames else b""
         if pcm:
             if self._rx_resampler is not None:
                 pcm = self._rx_resampler.process(pcm)
@@ -436,16 +492,38 @@ class BridgeCall:
                 text = session.media(chunk)
                 if text is not None and not link.send_nowait(text, droppable=True):
                     self.media_drops += 1
+                elif tick_at and self.rtp_to_ws is not None:
+                    self.rtp_to_ws.record((time.monotonic() - tick_at) * 1000.0)
+            if link.stalled_since is not None:
+                self._check_stall(link.stalled_since)
+        probe = self._probe
+        if probe is not None and tick_at and channel.playout.played > probe[0] and self.ws_to_rtp is not None:
+            self.ws_to_rtp.record((tick_at - probe[1]) * 1000.0 - probe[2])
+            self._probe = None
+            self._next_probe = tick_at + 1.0
         if final:
             rest = self._chunker.flush()
             if rest:
                 text = session.media(rest)
                 if text is not None:
                     link.send_nowait(text)
-        if channel.playout.pending_marks:
+        if channel.marks_pending:
             played = channel.take_played_marks()
             if played:
                 self._answer_marks(played)
+
+    def _check_stall(self, since: float) -> None:
+        """The bot stopped reading (its socket's backlog is full): warn once, end after stall_timeout."""
+        stalled = time.monotonic() - since
+        if not self._stall_warned:
+            self._stall_warned = True
+            self.log.warning("the bot is not reading its socket: caller audio is being dropped; the call "
+                             "ends if this lasts %g s (bot.stall_timeout)", self.policy.stall_timeout)
+        limit = self.policy.stall_timeout
+        if limit > 0 and stalled >= limit and not self._stop_requested.is_set():
+            self.log.warning("the bot read nothing for %.1f s (%d media messages dropped); ending the call",
+                             stalled, self.media_drops)
+            self.request_stop(f"bot stopped reading for {limit:g} s")
 
     # ---- the end ------------------------------------------------------------------------
 
@@ -475,4 +553,6 @@ class BridgeCall:
             "playout_dropped_bytes": playout.dropped_bytes if playout else 0,
             "protocol_errors": self.protocol_errors,
         }
+        fields.update(summary_extras(self, fields))
+        self.summary = fields
         record(self.log, "call_summary", fields)

@@ -41,6 +41,26 @@ def build_parser() -> argparse.ArgumentParser:
     echo.add_argument("--listen", type=_host_port, default=("127.0.0.1", 8765), metavar="HOST:PORT",
                       help="address to listen on (default 127.0.0.1:8765)")
     sub.add_parser("demo", help="a complete local call: bridge + echo bot + test caller")
+    bench = sub.add_parser("bench", add_help=False,
+                           help="load benchmark: N calls from sipp through the bridge to a load bot "
+                                "(sip-ws-bridge bench --help)")
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
+    status = sub.add_parser("status", help="live calls and counters of a running bridge, refreshed like top")
+    status.add_argument("--control", type=_host_port, metavar="HOST:PORT",
+                        help="the bridge's control.listen (default 127.0.0.1:8780, or read from --profile)")
+    status.add_argument("--profile", help="read control.listen from this profile")
+    status.add_argument("--once", action="store_true", help="print one snapshot and exit")
+    status.add_argument("--json", action="store_true", help="print the raw JSON of /status")
+    status.add_argument("--interval", type=float, default=2.0, help="seconds between redraws (default 2)")
+    install = sub.add_parser("install-service",
+                             help="install as a systemd service (unit, profile, secrets file)")
+    install.add_argument("--profile", required=True, help="the profile to install")
+    install.add_argument("--name",
+                         help="instance name: installs sip-ws-bridge@NAME (default: sip-ws-bridge.service)")
+    install.add_argument("--prefix", default="/",
+                         help="install under this root (default /; another directory stages the files)")
+    install.add_argument("--python", help="the Python with the bridge installed (default: this one)")
+    install.add_argument("--force", action="store_true", help="replace an existing, different profile")
     return parser
 
 
@@ -87,7 +107,7 @@ def cmd_run(path: str) -> int:
         log.error("cannot load the SIP stack (%s); install with scripts/setup.sh", exc)
         return EXIT_UNAVAILABLE
     try:
-        asyncio.run(Bridge(profile).run())
+        asyncio.run(Bridge(profile, profile_path=path).run())
     except BridgeError as exc:
         log.error("%s", exc)
         return exc.exit_code
@@ -115,7 +135,33 @@ def cmd_demo() -> int:
     return demo_main()
 
 
+def cmd_status(control: tuple[str, int] | None, profile_path: str | None, once: bool, as_json: bool,
+               interval: float) -> int:
+    from bridge.config import DEFAULT_CONTROL_LISTEN
+    from bridge.status import run_status
+
+    host, port = control or DEFAULT_CONTROL_LISTEN
+    if control is None and profile_path is not None:
+        profile = _load(profile_path)
+        if isinstance(profile, int):
+            return profile
+        if profile.control.listen_host is None:
+            print(f"sip-ws-bridge: {profile_path} turns the control listener off (control.listen: null); "
+                  "status needs it", file=sys.stderr)
+            return EXIT_USAGE
+        host, port = profile.control.listen_host, profile.control.listen_port
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    return run_status(host, port, once=once, as_json=as_json, interval=max(interval, 0.2))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        # The benchmark has its own options; argparse would take them for the top level's.
+        from bridge.bench.run import main as bench_main
+
+        return bench_main(argv[1:])
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -130,5 +176,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_echo_bot(host, port)
     if args.command == "demo":
         return cmd_demo()
+    if args.command == "status":
+        return cmd_status(args.control, args.profile, args.once, args.json, args.interval)
+    if args.command == "install-service":
+        from bridge.install import cmd_install_service
+
+        return cmd_install_service(args.profile, args.name, args.prefix, args.python, args.force)
     parser.error(f"unknown command {args.command}")
     return EXIT_USAGE

@@ -37,6 +37,18 @@ from urllib.parse import SplitResult, parse_qsl, urlsplit
 import yaml
 
 from bridge import __version__
+from bridge.config_guard import (
+    BOT_GUARD_KEYS,
+    MEDIA_GUARD_KEYS,
+    SIP_GUARD_KEYS,
+    BotGuard,
+    SipGuard,
+    bot_guard_dict,
+    parse_bot_guard,
+    parse_rtp_timeout,
+    parse_sip_guard,
+    sip_guard_dict,
+)
 from bridge.errors import ConfigError
 
 __all__ = [
@@ -47,9 +59,11 @@ __all__ = [
     "BotSettings",
     "BotUrl",
     "ClosePolicy",
+    "ControlSettings",
     "LogSettings",
     "MediaSettings",
     "Profile",
+    "RecordingSettings",
     "RegisterSettings",
     "Secret",
     "SipSettings",
@@ -75,6 +89,9 @@ DEFAULT_SAMPLE_RATE: Final = 8000
 
 LogLevel = Literal["debug", "info", "warning", "error"]
 LogFormat = Literal["auto", "json", "text"]
+RecordingLayout = Literal["stereo", "mixed"]
+RECORDING_LAYOUTS: Final = ("stereo", "mixed")
+DEFAULT_CONTROL_LISTEN: Final = ("127.0.0.1", 8780)
 UnreachableAction = Literal["reject", "transfer"]
 CloseAction = Literal["hangup", "transfer"]
 
@@ -141,6 +158,7 @@ class SipSettings:
     user_agent: str = DEFAULT_USER_AGENT
     forward_headers: tuple[str, ...] = ("X-*",)
     register: RegisterSettings | None = None
+    guard: SipGuard = field(default_factory=SipGuard)  # allow_from, rate_limit, inbound_auth, tls, srtp (config_guard.py)
 
     @property
     def listen(self) -> str:
@@ -201,17 +219,42 @@ class BotSettings:
     url_header_allowed_hosts: tuple[str, ...] = ()
     on_unreachable: UnreachablePolicy = UnreachablePolicy()
     on_close: ClosePolicy = ClosePolicy()
+    guard: BotGuard = field(default_factory=BotGuard)  # stall_timeout, ping_interval, ping_timeout, tls (config_guard.py)
 
 
 @dataclass(frozen=True, slots=True)
 class MediaSettings:
     clock_rate: int = 8000
+    rtp_timeout: float = 30.0  # seconds without RTP from the caller before hanging up; 0 = never
 
 
 @dataclass(frozen=True, slots=True)
 class LogSettings:
     level: LogLevel = "info"
     format: LogFormat = "auto"
+
+
+@dataclass(frozen=True, slots=True)
+class ControlSettings:
+    """The control HTTP listener (/healthz, /readyz, /metrics, /status); listen_host None = off."""
+
+    listen_host: str | None = DEFAULT_CONTROL_LISTEN[0]
+    listen_port: int = DEFAULT_CONTROL_LISTEN[1]
+
+    @property
+    def listen(self) -> str | None:
+        return None if self.listen_host is None else f"{self.listen_host}:{self.listen_port}"
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingSettings:
+    """Per-call WAV recordings: caller left / bot right (stereo) or both mixed (mono)."""
+
+    enabled: bool = False
+    dir: str | None = None  # required when enabled
+    layout: RecordingLayout = "stereo"
+    retention_days: int = 30  # recordings older than this are deleted; 0 = keep them
+    max_files: int = 10000  # the oldest beyond this many are deleted; 0 = no limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,9 +265,11 @@ class Profile:
     media: MediaSettings = MediaSettings()
     logging: LogSettings = LogSettings()
     warnings: tuple[str, ...] = ()
+    control: ControlSettings = ControlSettings()
+    recording: RecordingSettings = RecordingSettings()
 
 
-_TOP_KEYS: Final = ("name", "sip", "bot", "media", "logging")
+_TOP_KEYS: Final = ("name", "sip", "bot", "media", "logging", "control", "recording")
 _SIP_KEYS: Final = (
     "listen",
     "transports",
@@ -236,6 +281,7 @@ _SIP_KEYS: Final = (
     "user_agent",
     "forward_headers",
     "register",
+    *SIP_GUARD_KEYS,
 )
 _REGISTER_KEYS: Final = (
     "registrar",
@@ -262,11 +308,14 @@ _BOT_KEYS: Final = (
     "url_header_allowed_hosts",
     "on_unreachable",
     "on_close",
+    *BOT_GUARD_KEYS,
 )
 _UNREACHABLE_KEYS: Final = ("action", "sip_status", "transfer_to")
 _CLOSE_KEYS: Final = ("action", "transfer_to")
-_MEDIA_KEYS: Final = ("clock_rate",)
+_MEDIA_KEYS: Final = ("clock_rate", *MEDIA_GUARD_KEYS)
 _LOGGING_KEYS: Final = ("level", "format")
+_CONTROL_KEYS: Final = ("listen",)
+_RECORDING_KEYS: Final = ("enabled", "dir", "layout", "retention_days", "max_files")
 
 _DERIVED_HINTS: Final = {
     "sample_rate": "sample_rate is not a key: it is read from the bot.url query, e.g. ?sample-rate=16000",
@@ -1027,6 +1076,7 @@ def _parse_sip(ctx: _Context, sec: _Section) -> SipSettings:
     register: RegisterSettings | None = None
     if sec.raw("register") not in (_MISSING, None):
         register = _parse_register(ctx, sec.section("register", _REGISTER_KEYS))
+    guard = parse_sip_guard(ctx, sec, register, (listen_host, listen_port), transports)
 
     return SipSettings(
         listen_host=listen_host,
@@ -1040,6 +1090,7 @@ def _parse_sip(ctx: _Context, sec: _Section) -> SipSettings:
         user_agent=user_agent,
         forward_headers=forward_headers,
         register=register,
+        guard=guard,
     )
 
 
@@ -1176,6 +1227,7 @@ def _parse_bot(ctx: _Context, sec: _Section) -> BotSettings:
 
     on_unreachable = _parse_unreachable(ctx, sec.section("on_unreachable", _UNREACHABLE_KEYS))
     on_close = _parse_close(ctx, sec.section("on_close", _CLOSE_KEYS))
+    guard = parse_bot_guard(ctx, sec)
 
     return BotSettings(
         url=bot_url.url,
@@ -1196,6 +1248,49 @@ def _parse_bot(ctx: _Context, sec: _Section) -> BotSettings:
         url_header_allowed_hosts=tuple(allowed_hosts),
         on_unreachable=on_unreachable,
         on_close=on_close,
+        guard=guard,
+    )
+
+
+def _parse_control(ctx: _Context, sec: _Section) -> ControlSettings:
+    if not sec.has("listen"):
+        return ControlSettings()
+    text = sec.nullable_text("listen", '"HOST:PORT", e.g. "127.0.0.1:8780"')
+    if text is None:
+        return ControlSettings(listen_host=None)
+    host, port = _parse_listen(sec.key("listen"), text)
+    if not (host == "localhost" or (_is_ipv4(host) and ipaddress.IPv4Address(host).is_loopback)):
+        ctx.warnings.append(
+            f"{sec.key('listen')}: {host} is not a loopback address: /status shows callers' numbers "
+            "and /metrics the call volume to anyone who can reach it; firewall it"
+        )
+    return ControlSettings(listen_host=host, listen_port=port)
+
+
+def _parse_recording(ctx: _Context, sec: _Section) -> RecordingSettings:
+    enabled = sec.boolean("enabled", False)
+    expected_dir = (
+        'a directory such as "/var/lib/sip-ws-bridge/recordings" or "${STATE_DIRECTORY}/recordings"'
+    )
+    directory: str | None = None
+    dir_text = sec.nullable_text("dir", expected_dir)
+    if dir_text is not None:
+        directory = dir_text.value.strip()
+        if _CONTROL_RE.search(directory):
+            raise ConfigError(sec.key("dir"), f"expected {expected_dir}, got a path with control characters")
+        path = Path(directory)
+        if not path.is_absolute() and ctx.base_dir is not None:
+            path = ctx.base_dir / path
+        directory = str(path)
+    if enabled and directory is None:
+        raise ConfigError(sec.key("dir"), f"required when recording.enabled is true; expected {expected_dir}")
+    layout = cast(RecordingLayout, sec.choice("layout", "stereo", RECORDING_LAYOUTS))
+    retention_days = sec.integer(
+        "retention_days", 30, 0, 36500, what="an integer 0-36500 (days; 0 = keep recordings)"
+    )
+    max_files = sec.integer("max_files", 10000, 0, 10_000_000, what="an integer 0-10000000 (0 = no limit)")
+    return RecordingSettings(
+        enabled=enabled, dir=directory, layout=layout, retention_days=retention_days, max_files=max_files
     )
 
 
@@ -1241,15 +1336,19 @@ def parse_profile(
     bot = _parse_bot(ctx, top.section("bot", _BOT_KEYS))
 
     media_sec = top.section("media", _MEDIA_KEYS)
-    media = MediaSettings(clock_rate=media_sec.int_choice("clock_rate", 8000, CLOCK_RATES))
+    media = MediaSettings(clock_rate=media_sec.int_choice("clock_rate", 8000, CLOCK_RATES),
+                          rtp_timeout=parse_rtp_timeout(media_sec))
 
     log_sec = top.section("logging", _LOGGING_KEYS)
     logging = LogSettings(
         level=cast(LogLevel, log_sec.choice("level", "info", LOG_LEVELS)),
         format=cast(LogFormat, log_sec.choice("format", "auto", LOG_FORMATS)),
     )
+    control = _parse_control(ctx, top.section("control", _CONTROL_KEYS))
+    recording = _parse_recording(ctx, top.section("recording", _RECORDING_KEYS))
     return Profile(
-        name=profile_name, sip=sip, bot=bot, media=media, logging=logging, warnings=tuple(ctx.warnings)
+        name=profile_name, sip=sip, bot=bot, media=media, logging=logging, warnings=tuple(ctx.warnings),
+        control=control, recording=recording,
     )
 
 
@@ -1367,6 +1466,7 @@ def _profile_to_dict(profile: Profile) -> dict[str, object]:
             "user_agent": sip.user_agent,
             "forward_headers": list(sip.forward_headers),
             "register": register,
+            **sip_guard_dict(sip.guard),
         },
         "bot": {
             "url": bot.url_redacted,
@@ -1384,9 +1484,18 @@ def _profile_to_dict(profile: Profile) -> dict[str, object]:
             "url_header_allowed_hosts": list(bot.url_header_allowed_hosts),
             "on_unreachable": on_unreachable,
             "on_close": on_close,
+            **bot_guard_dict(bot.guard),
         },
-        "media": {"clock_rate": profile.media.clock_rate},
+        "media": {"clock_rate": profile.media.clock_rate, "rtp_timeout": profile.media.rtp_timeout},
         "logging": {"level": profile.logging.level, "format": profile.logging.format},
+        "control": {"listen": profile.control.listen},
+        "recording": {
+            "enabled": profile.recording.enabled,
+            "dir": profile.recording.dir,
+            "layout": profile.recording.layout,
+            "retention_days": profile.recording.retention_days,
+            "max_files": profile.recording.max_files,
+        },
     }
 
 

@@ -52,6 +52,8 @@ bot:
 logging:
   level: info
   format: text
+control:
+  listen: null
 """
 
 

@@ -16,8 +16,13 @@ from typing import Any
 
 from bridge.call import BridgeCall, CallPolicy
 from bridge.config import Profile, bot_url_host_allowed, header_allowed
+from bridge.errors import BridgeError
+from bridge.latency import LatencyHistogram
+from bridge.ops import Operations
 from bridge.sip import CallEnd, DtmfMethod, IncomingCall, MediaInfo, RegistrationState, StreamStats
-from bridge.sip.engine import EngineSettings, RegisterParams, SipEngine
+from bridge.sip.access import RateLimit
+from bridge.sip.engine import EngineSettings, RegisterParams, SipEngine, TlsParams
+from bridge.ws.tls import bot_ssl_context
 
 log = logging.getLogger("bridge.service")
 
@@ -49,7 +54,26 @@ def engine_settings(profile: Profile) -> EngineSettings:
             outbound_proxy=reg.outbound_proxy,
         ),
         pjsip_log_level=4 if profile.logging.level == "debug" else 1,
+        **_guard_settings(profile),
     )
+
+
+def _guard_settings(profile: Profile) -> dict[str, Any]:
+    """Access control, TLS, SRTP and the RTP timeout for the engine (see config_guard.py)."""
+    guard = profile.sip.guard
+    auth = guard.inbound_auth
+    tls = guard.tls
+    return {
+        "allow_from": guard.allow_from,
+        "rate_limit": RateLimit(guard.rate_limit.invites_per_second, guard.rate_limit.burst),
+        "inbound_auth": None if auth is None else (auth.username, auth.password.reveal(), auth.realm),
+        "tls": None if tls is None else TlsParams(
+            listen_host=tls.listen_host, listen_port=tls.listen_port, cert_file=tls.cert_file,
+            key_file=tls.key_file, ca_file=tls.ca_file, require_client_cert=tls.require_client_cert,
+        ),
+        "srtp": guard.srtp,
+        "rtp_timeout_s": profile.media.rtp_timeout,
+    }
 
 
 def call_policy(profile: Profile) -> CallPolicy:
@@ -77,14 +101,20 @@ def call_policy(profile: Profile) -> CallPolicy:
         clock_rate=profile.media.clock_rate,
         header_allowed=lambda name, patterns: header_allowed(name, patterns),
         host_allowed=lambda url, patterns: bot_url_host_allowed(url, patterns),
+        stall_timeout=bot.guard.stall_timeout,
+        ping_interval=bot.guard.ping_interval,
+        ping_timeout=bot.guard.ping_timeout,
+        ssl_context=bot_ssl_context(bot.guard.tls.verify, bot.guard.tls.ca_file),
+        recording=profile.recording if profile.recording.enabled else None,
     )
 
 
 class Bridge:
     """Implements the engine's SipEventSink; owns every BridgeCall."""
 
-    def __init__(self, profile: Profile) -> None:
+    def __init__(self, profile: Profile, profile_path: str | None = None) -> None:
         self.profile = profile
+        self.profile_path = profile_path  # re-read on SIGHUP
         self.policy = call_policy(profile)
         self.calls: dict[int, BridgeCall] = {}
         self.tasks: dict[int, asyncio.Task[None]] = {}
@@ -93,8 +123,12 @@ class Bridge:
         self.registration: RegistrationState | None = None
         self.counters: dict[str, int] = {"calls_total": 0, "calls_rejected": 0}
         self._wake_pending = False
+        self._tick_at = 0.0
+        self.rtp_to_ws = LatencyHistogram()
+        self.ws_to_rtp = LatencyHistogram()
         self._stopping = asyncio.Event()
         self.started = asyncio.Event()
+        self.ops = Operations(self, call_policy)  # systemd, control listener, metrics, recordings
 
     # ---- lifecycle --------------------------------------------------------------------
 
@@ -102,12 +136,20 @@ class Bridge:
         self.loop = asyncio.get_running_loop()
         self.engine = SipEngine(engine_settings(self.profile), self, self.loop)
         await self.loop.run_in_executor(None, self.engine.start)
+        try:
+            await self.ops.start()
+        except BridgeError:
+            await self.loop.run_in_executor(None, self.engine.stop)
+            await self.ops.stop()
+            raise
         if install_signal_handlers:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self.loop.add_signal_handler(sig, self.stop)
+            self.loop.add_signal_handler(signal.SIGHUP, self.ops.request_reload)
         log.info("bridge %r ready: up to %d calls, bot %s", self.profile.name,
                  self.profile.sip.max_calls, self.profile.bot.url_redacted)
         self.started.set()
+        self.ops.ready()
         fallback = asyncio.ensure_future(self._pump_fallback())
         try:
             await self._stopping.wait()
@@ -115,11 +157,17 @@ class Bridge:
             fallback.cancel()
             await self._drain(drain_timeout)
             await self.loop.run_in_executor(None, self.engine.stop)
-            log.info("bridge stopped")
+            await self.ops.stop()
+            log.info("bridge stopped: %d calls; added latency rtp->ws p99 %.1f ms, ws->rtp p99 %.1f ms",
+                     self.counters["calls_total"], self.rtp_to_ws.percentile(0.99),
+                     self.ws_to_rtp.percentile(0.99),
+                     extra={"event": "latency", "rtp_to_ws": self.rtp_to_ws.summary(),
+                            "ws_to_rtp": self.ws_to_rtp.summary()})
 
     def stop(self) -> None:
         if not self._stopping.is_set():
             log.info("stopping: new calls get 503, %d call(s) in progress end", len(self.calls))
+            self.ops.stopping()
             if self.engine is not None:
                 self.engine.accepting = False
             self._stopping.set()
@@ -144,24 +192,28 @@ class Bridge:
         """Called on the conference clock thread after each caller frame: one wake per tick."""
         if not self._wake_pending:
             self._wake_pending = True
+            self._tick_at = time.monotonic()
             loop = self.loop
             if loop is not None:
                 loop.call_soon_threadsafe(self._pump_all)
 
     def _pump_all(self) -> None:
         self._wake_pending = False
+        tick_at = self._tick_at
         for call in self.calls.values():
-            if call.pumping:
-                call.pump()
+            if call.pumping and call.pump_due():
+                call.pump(tick_at=tick_at)
 
     # ---- SipEventSink -----------------------------------------------------------------
 
     def on_incoming_call(self, incoming: IncomingCall) -> None:
         assert self.engine is not None
         self.counters["calls_total"] += 1
-        log.info("INVITE from %s (%s) to %s via %s", incoming.from_user, incoming.from_uri,
-                 incoming.to_user, incoming.source, extra={"call_sid": incoming.call_id})
         call = BridgeCall(incoming, self.policy, self.engine, self.notify_media)
+        call.log.info("INVITE from %s (%s) to %s via %s", incoming.from_user, incoming.from_uri,
+                      incoming.to_user, incoming.source)
+        self.ops.call_started(call)
+        call.rtp_to_ws, call.ws_to_rtp = self.rtp_to_ws, self.ws_to_rtp
         self.calls[incoming.handle] = call
         task = asyncio.ensure_future(call.run())
         self.tasks[incoming.handle] = task
@@ -170,6 +222,8 @@ class Bridge:
     def _call_done(self, handle: int, task: asyncio.Task[None]) -> None:
         call = self.calls.pop(handle, None)
         self.tasks.pop(handle, None)
+        if call is not None:
+            self.ops.call_done(call, failed=not task.cancelled() and task.exception() is not None)
         if task.cancelled():
             return
         exc = task.exception()
@@ -188,6 +242,7 @@ class Bridge:
         call = self._call(handle)
         if call is not None:
             call.on_answered()
+            self.ops.call_answered(call)
 
     def on_call_media(self, handle: int, media: MediaInfo) -> None:
         call = self._call(handle)
@@ -198,6 +253,7 @@ class Bridge:
         call = self._call(handle)
         if call is not None:
             call.on_dtmf(digit, duration_ms, method)
+            self.ops.dtmf(method)
 
     def on_call_ended(self, handle: int, end: CallEnd, stats: StreamStats) -> None:
         call = self._call(handle)
@@ -209,9 +265,16 @@ class Bridge:
         if call is not None:
             call.on_transfer_status(code, final)
 
+    def on_call_rtp_timeout(self, handle: int, seconds: float) -> None:
+        # The caller vanished without a BYE: the bridge ends the stream (`stop` stopped) and hangs up.
+        call = self._call(handle)
+        if call is not None:
+            call.request_stop(f"no RTP from the caller for {seconds:g} s")
+
     def on_registration(self, state: RegistrationState) -> None:
         previous = self.registration
         self.registration = state
+        self.ops.registration(state)
         if 200 <= state.code < 300 and state.expires > 0:
             level = logging.INFO
             what = f"registered (expires in {state.expires} s)"
@@ -231,4 +294,15 @@ class Bridge:
             "registered": bool(self.registration and self.registration.active),
             "uptime_s": round(time.monotonic(), 1),
             **self.counters,
+            **self.access_counters(),
         }
+
+    def access_counters(self) -> dict[str, int]:
+        """INVITEs turned away by the gate (source, rate, auth), over capacity, REFER/Replaces refused."""
+        engine = self.engine
+        if engine is None:
+            return {}
+        gate = dict(engine.gate.counters) if engine.gate is not None else {}
+        return {**{f"invites_{k}": v for k, v in gate.items()},
+                "invites_over_capacity": engine.rejected_over_capacity,
+                "peer_requests_refused": engine.refused_requests}

@@ -19,7 +19,7 @@ import numpy as np
 from bridge.audio.channel import MediaChannel
 from bridge.audio.playout import PlayoutBuffer
 from bridge.sip import CallEnd, DtmfMethod, IncomingCall, MediaInfo, RegistrationState, StreamStats
-from bridge.sip.engine import EngineSettings, SipEngine
+from bridge.sip.engine import EngineSettings, SipEngine, TlsParams
 
 RATE = 8000
 FRAME = 320  # 20 ms at 8 kHz, 16-bit
@@ -70,6 +70,9 @@ class _Sink:
     def on_transfer_status(self, handle: int, code: int, final: bool) -> None:
         pass
 
+    def on_call_rtp_timeout(self, handle: int, seconds: float) -> None:
+        pass  # the test caller runs without an RTP timeout
+
     def on_registration(self, state: RegistrationState) -> None:
         pass
 
@@ -85,14 +88,21 @@ async def place_call(
     answer_timeout_s: float = 30.0,
     headers: dict[str, str] | None = None,
     rtp_port_start: int = 40000,
+    auth: tuple[str, str] | None = None,
+    tls: TlsParams | None = None,
+    srtp: str = "disabled",
 ) -> CallResult:
-    """Call `target`, say `utterance` once answered, send `digits`, listen, hang up."""
+    """Call `target`, say `utterance` once answered, send `digits`, listen, hang up.
+
+    `auth` answers digest challenges; `tls` adds a TLS transport (dial `...;transport=tls`);
+    `srtp` is offered as pjsua does it (optional: RTP/AVP with crypto, mandatory: RTP/SAVP).
+    """
     loop = asyncio.get_running_loop()
     sink = _Sink()
     engine = SipEngine(
         EngineSettings(listen_host="127.0.0.1", listen_port=local_port, transports=("udp",),
                        rtp_port_start=rtp_port_start, rtp_port_range=1000, max_calls=4,
-                       user_agent="sip-ws-bridge-testcaller"),
+                       user_agent="sip-ws-bridge-testcaller", client_auth=auth, tls=tls, srtp=srtp),
         sink, loop,
     )
     await loop.run_in_executor(None, engine.start)
@@ -222,6 +232,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hold", type=float, default=1.0, help="seconds to stay after the digits")
     parser.add_argument("--heard", help="write what the caller heard to this WAV")
     parser.add_argument("--header", action="append", default=[], help="'Name: value' for the INVITE")
+    parser.add_argument("--auth", help="USER:PASSWORD to answer digest challenges with")
+    parser.add_argument("--srtp", choices=("disabled", "optional", "mandatory"), default="disabled")
+    parser.add_argument("--tls-ca", help="enable SIP over TLS; verify the server against this CA")
+    parser.add_argument("--tls-cert", help="client certificate (PEM) for SIP over TLS")
+    parser.add_argument("--tls-key", help="client key (PEM) for SIP over TLS")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     utterance = b"" if args.silent else (_read_wav_8k(args.wav) if args.wav else sample_utterance())
@@ -231,6 +246,10 @@ def main(argv: list[str] | None = None) -> int:
         args.target, local_port=args.local_port, utterance=utterance, digits=args.digits,
         dtmf_method=args.dtmf_method, hold_after_s=args.hold, headers=headers or None,
         rtp_port_start=args.rtp_port,
+        auth=(args.auth.partition(":")[0], args.auth.partition(":")[2]) if args.auth else None,
+        tls=TlsParams("127.0.0.1", 0, args.tls_cert or "", args.tls_key or "", args.tls_ca,
+                      verify_server=True) if args.tls_ca else None,
+        srtp=args.srtp,
     ))
     if args.heard:
         with wave.open(args.heard, "wb") as wav:

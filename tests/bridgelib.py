@@ -46,12 +46,14 @@ class BridgeProcess:
                  env: dict[str, str] | None = None) -> None:
         self.workdir = workdir
         self.sip_port = free_port()
+        self.control_port = free_port()  # each bridge its own control listener (/metrics, /status)
         profile: dict[str, Any] = {
             "name": "test",
             "sip": {"listen": f"127.0.0.1:{self.sip_port}", "rtp_port_start": rtp_range(),
                     "rtp_port_range": 200, "max_calls": 20},
             "bot": {"url": bot_url, "connect_timeout": 5},
             "logging": {"level": "info", "format": "json"},
+            "control": {"listen": f"127.0.0.1:{self.control_port}"},
         }
         self.profile = deep_merge(profile, overrides or {})
         self.profile_path = workdir / f"profile-{self.sip_port}.yaml"

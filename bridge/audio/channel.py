@@ -44,6 +44,8 @@ class MediaChannel:
         # Set by the loop side once the call is over, so late clock callbacks do nothing.
         self.closed = False
         self.tx_frames_audio = 0
+        # Marks not yet answered, kept here so the pump's per-tick check is one attribute read.
+        self.marks_pending = 0
 
     # ---- clock thread side -------------------------------------------------------------
 
@@ -63,14 +65,24 @@ class MediaChannel:
 
     def tx_frame(self) -> bytes | bytearray:
         """The next 20 ms of bot audio for the caller (silence when there is none)."""
+        audio = self.tx_audio()
+        return self._silence if audio is None else audio
+
+    def tx_audio(self) -> bytearray | None:
+        """The next 20 ms of bot audio, or None for silence (the caller leaves the frame empty)."""
         with self._lock:
             has_audio = self._playout.read_frame_into(self._tx_frame)
         if has_audio:
             self.tx_frames_audio += 1
             return self._tx_frame
-        return self._silence
+        return None
 
     # ---- loop side ---------------------------------------------------------------------
+
+    @property
+    def rx_frames_ready(self) -> int:
+        """Caller frames committed and not yet taken (the pump waits for a whole chunk)."""
+        return self._rx_written - self._rx_read
 
     def rx_take(self) -> bytes:
         """Caller PCM committed since the last call, oldest first (b"" when none)."""
@@ -99,14 +111,24 @@ class MediaChannel:
     def mark(self, name: str) -> None:
         with self._lock:
             self._playout.mark(name)
+            self.marks_pending = self._playout.pending_marks
 
     def clear(self) -> list[str]:
         with self._lock:
-            return self._playout.clear()
+            names = self._playout.clear()
+            self.marks_pending = self._playout.pending_marks
+            return names
 
     def take_played_marks(self) -> list[str]:
         with self._lock:
-            return self._playout.take_played_marks()
+            names = self._playout.take_played_marks()
+            self.marks_pending = self._playout.pending_marks
+            return names
+
+    @property
+    def rx_frames(self) -> int:
+        """Caller frames committed by the clock thread so far (a counter, for metrics)."""
+        return self._rx_written
 
     @property
     def playout(self) -> PlayoutBuffer:

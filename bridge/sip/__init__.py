@@ -38,6 +38,7 @@ class MediaInfo:
     codec: str  # e.g. "PCMU"
     clock_rate: int  # the codec's RTP clock rate
     remote_rtp: str
+    srtp: bool = False  # the media is SRTP (our SDP carries crypto attributes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,5 +78,8 @@ class SipEventSink(Protocol):
     def on_call_ended(self, handle: int, end: CallEnd, stats: StreamStats) -> None: ...
 
     def on_transfer_status(self, handle: int, code: int, final: bool) -> None: ...
+
+    def on_call_rtp_timeout(self, handle: int, seconds: float) -> None:
+        """No RTP from the caller for `seconds` while audio was expected (see rtpwatch.py)."""
 
     def on_registration(self, state: RegistrationState) -> None: ...

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import ctypes
 import gc
 import itertools
 import logging
@@ -25,7 +26,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import pjsua2 as pj
@@ -41,7 +42,10 @@ from bridge.sip import (
     SipEventSink,
     StreamStats,
 )
+from bridge.sip.access import InboundGate, RateLimit
+from bridge.sip.digest import DigestAuthenticator
 from bridge.sip.message import parse_headers, uri_user
+from bridge.sip.rtpwatch import RtpWatch
 
 log = logging.getLogger("bridge.sip")
 pjlog = logging.getLogger("bridge.pjsip")
@@ -71,6 +75,19 @@ class RegisterParams:
 
 
 @dataclass(frozen=True, slots=True)
+class TlsParams:
+    """SIP over TLS: a listener (the bridge) or a client transport (the test caller)."""
+
+    listen_host: str
+    listen_port: int
+    cert_file: str = ""
+    key_file: str = ""
+    ca_file: str | None = None
+    require_client_cert: bool = False  # server: clients must present a certificate signed by ca_file
+    verify_server: bool = False  # client: check the server's certificate against ca_file
+
+
+@dataclass(frozen=True, slots=True)
 class EngineSettings:
     listen_host: str
     listen_port: int
@@ -85,6 +102,14 @@ class EngineSettings:
     register: RegisterParams | None = None
     pjsip_log_level: int = 1
     retry_after_s: int = 5
+    # Who may call (see access.py); the defaults let in loopback only.
+    allow_from: tuple[str, ...] = ("127.0.0.0/8", "::1")
+    rate_limit: RateLimit | None = field(default_factory=RateLimit)
+    inbound_auth: tuple[str, str, str] | None = None  # username, password, realm
+    client_auth: tuple[str, str] | None = None  # username, password: answer challenges (test caller)
+    tls: TlsParams | None = None
+    srtp: str = "disabled"  # optional | mandatory | disabled
+    rtp_timeout_s: float = 0.0  # 0 = never end a call for lack of RTP
 
 
 F = TypeVar("F", bound=Callable[..., None])
@@ -119,6 +144,23 @@ class _LogWriter(pj.LogWriter):  # type: ignore[misc]
         pjlog.log(pylevel, "%s", entry.msg.rstrip())
 
 
+# SWIG's director wraps every callback in PyGILState_Ensure()/Release(); on a thread Python did
+# not create, that creates and destroys a thread state each time (~11 us, about half the
+# bridge's CPU per call). Holding one extra Ensure() for the life of PJSIP's clock thread keeps
+# its thread state alive, so each callback only takes and drops the GIL. This relies on
+# CPython's documented PyGILState semantics (a nested Ensure only bumps a counter); it lives
+# here only, and tests/unit/test_gil_pin.py checks it. SIP_WS_BRIDGE_NO_GIL_PIN=1 turns it off.
+_PIN_GIL = os.environ.get("SIP_WS_BRIDGE_NO_GIL_PIN", "") != "1"
+_pinned_threads: set[int] = set()
+
+
+def _pin_thread_state() -> None:
+    ident = threading.get_ident()
+    if ident not in _pinned_threads:
+        ctypes.pythonapi.PyGILState_Ensure()  # never released: the thread state stays
+        _pinned_threads.add(ident)
+
+
 class _MediaPort(pj.AudioMediaPort):  # type: ignore[misc]
     """Runs on the conference clock thread, once per 20 ms per direction: only moves bytes."""
 
@@ -126,8 +168,12 @@ class _MediaPort(pj.AudioMediaPort):  # type: ignore[misc]
         super().__init__()
         self._channel = channel
         self._frame_bytes = channel.frame_bytes
+        self._pin_pending = _PIN_GIL
 
     def onFrameReceived(self, frame: Any) -> None:
+        if self._pin_pending:
+            self._pin_pending = False
+            _pin_thread_state()
         channel = self._channel
         if channel.closed:
             return
@@ -139,8 +185,11 @@ class _MediaPort(pj.AudioMediaPort):  # type: ignore[misc]
             channel.rx_commit_silence()
 
     def onFrameRequested(self, frame: Any) -> None:
-        frame.type = pj.PJMEDIA_FRAME_TYPE_AUDIO
-        frame.buf.assign_from_bytes(self._channel.tx_frame())
+        audio = self._channel.tx_audio()
+        if audio is not None:
+            frame.type = pj.PJMEDIA_FRAME_TYPE_AUDIO
+            frame.buf.assign_from_bytes(audio)
+        # else: an untouched (NONE) frame, which the stream encodes as silence: RTP never pauses.
 
 
 class _Call(pj.Call):  # type: ignore[misc]
@@ -156,6 +205,10 @@ class _Call(pj.Call):  # type: ignore[misc]
         self.stats = StreamStats()
         self.dtmf_pending: tuple[str, DtmfMethod, int, float] | None = None  # digit, method, ms, since
         self.redirected: tuple[int, str] | None = None
+        self.srtp = False
+        self.media_index = -1
+        self.rx_expected = False  # media active and not held: RTP should be arriving
+        self.rtp_watch: RtpWatch | None = None
 
     # -- callbacks (sip thread) --
 
@@ -179,12 +232,15 @@ class _Call(pj.Call):  # type: ignore[misc]
     @_guarded
     def onCallMediaState(self, prm: Any) -> None:
         ci = self.getInfo()
+        self.rx_expected = False
         for index, media in enumerate(ci.media):
             if media.type != pj.PJMEDIA_TYPE_AUDIO:
                 continue
             # SIPREC streams and calls on hold report REMOTE_HOLD while audio may still flow.
             if media.status not in (pj.PJSUA_CALL_MEDIA_ACTIVE, pj.PJSUA_CALL_MEDIA_REMOTE_HOLD):
                 continue
+            self.media_index = index
+            self.rx_expected = media.status == pj.PJSUA_CALL_MEDIA_ACTIVE  # the RTP timer pauses on hold
             self._connect_media(index)
             return
 
@@ -206,10 +262,16 @@ class _Call(pj.Call):  # type: ignore[misc]
             try:
                 si = self.getStreamInfo(index)
                 info = MediaInfo(codec=si.codecName, clock_rate=si.codecClockRate,
-                                 remote_rtp=si.remoteRtpAddress)
+                                 remote_rtp=si.remoteRtpAddress, srtp=self.srtp)
             except pj.Error:
                 info = MediaInfo(codec="?", clock_rate=0, remote_rtp="")
             self.engine._emit("on_call_media", self.handle, info)
+
+    @_guarded
+    def onCallSdpCreated(self, prm: Any) -> None:
+        # Our offer or answer: with SRTP it carries SDES keys (a=crypto) or a SAVP profile.
+        sdp = str(prm.sdp.wholeSdp)
+        self.srtp = "a=crypto:" in sdp or "RTP/SAVP" in sdp
 
     @_guarded
     def onStreamDestroyed(self, prm: Any) -> None:
@@ -256,6 +318,23 @@ class _Call(pj.Call):  # type: ignore[misc]
         return int(pj.PJSIP_REDIRECT_STOP)
 
     @_guarded
+    def onCallTransferRequest(self, prm: Any) -> None:
+        # A REFER from the far end would make the bridge dial whatever its Refer-To says (toll
+        # fraud): refused. Transfers go only to targets from the profile (SipEngine.transfer).
+        prm.statusCode = pj.PJSIP_SC_DECLINE
+        self.engine.refused_requests += 1
+        log.warning("REFER to %.80r on call %d refused with 603: the bridge only transfers to targets "
+                    "from its profile", str(prm.dstUri), self.handle)
+
+    @_guarded
+    def onCallReplaceRequest(self, prm: Any) -> None:
+        # An INVITE with Replaces would take over this call (RFC 3891) without passing the
+        # source allow-list or authentication: refused.
+        prm.statusCode = pj.PJSIP_SC_DECLINE
+        self.engine.refused_requests += 1
+        log.warning("INVITE with Replaces for call %d refused with 603", self.handle)
+
+    @_guarded
     def onCallTransferStatus(self, prm: Any) -> None:
         self.engine._emit("on_transfer_status", self.handle, prm.statusCode, bool(prm.finalNotify))
 
@@ -297,6 +376,10 @@ class SipEngine:
         self._reg_retry_at: float | None = None
         self.accepting = True  # cleared while draining: new INVITEs get 503
         self.rejected_over_capacity = 0
+        self.refused_requests = 0  # REFERs and Replaces from peers
+        self.gate: InboundGate | None = None  # made on the sip thread (it may resolve host names)
+        self._next_media_check = 0.0
+        self.rejected_invites: dict[str, int] = {}  # by reason (over_capacity, shutting_down), for metrics
 
     # ---- lifecycle --------------------------------------------------------------------
 
@@ -455,6 +538,29 @@ class SipEngine:
             pending = call.dtmf_pending
             if pending is not None and now - pending[3] > _DTMF_END_WAIT_S:
                 call._flush_dtmf()
+        if now >= self._next_media_check:
+            self._next_media_check = now + 1.0
+            if self.gate is not None:
+                self.gate.tick(now)
+            self._check_rtp(now)
+
+    def _check_rtp(self, now: float) -> None:
+        """Once a second: tell the loop about answered calls whose caller stopped sending RTP."""
+        timeout = self.settings.rtp_timeout_s
+        if timeout <= 0:
+            return
+        for call in self._calls.values():
+            if not call.answered or call.media_index < 0:
+                continue
+            if call.rtp_watch is None:
+                call.rtp_watch = RtpWatch(timeout)
+            try:
+                rx_packets = int(call.getStreamStat(call.media_index).rtcp.rxStat.pkt)
+            except pj.Error:
+                continue
+            if call.rtp_watch.update(now, rx_packets, call.rx_expected):
+                log.warning("call %d: no RTP from the caller for %.0f s; ending it", call.handle, timeout)
+                self._emit("on_call_rtp_timeout", call.handle, timeout)
 
     def _init_stack(self) -> None:
         s = self.settings
@@ -494,6 +600,10 @@ class SipEngine:
         med.ecTailLen = 0
         med.quality = 4  # resampling quality when a G.722 leg meets the 8 kHz clock
         ep.libInit(cfg)
+        self.gate = InboundGate(
+            s.allow_from, s.rate_limit,
+            DigestAuthenticator(*s.inbound_auth) if s.inbound_auth is not None else None,
+        )
 
         for proto in s.transports:
             tc = pj.TransportConfig()
@@ -510,6 +620,8 @@ class SipEngine:
                     f"cannot listen for SIP on {proto.upper()} {s.listen_host}:{s.listen_port}: "
                     f"{exc.reason} (is another instance running on that port?)"
                 ) from None
+        if s.tls is not None:
+            self._create_tls_transport(ep, s.tls)
         ep.libStart()
         ep.audDevManager().setNullDev()
         for codec in ep.codecEnum2():
@@ -532,6 +644,13 @@ class SipEngine:
         else:
             ac.idUri = f"sip:bridge@{host}:{s.listen_port}"
             ac.regConfig.registerOnAdd = False
+        if s.client_auth is not None and reg is None:
+            user, password = s.client_auth
+            ac.sipConfig.authCreds.append(pj.AuthCredInfo("digest", "*", user, 0, password))
+        ac.mediaConfig.srtpUse = _SRTP_USE[s.srtp]
+        # SDES keys may travel over plain UDP/TCP SIP: SRTP where the peer offers it still beats
+        # clear RTP on a separate path. For keys that never travel in clear, use sip.tls.
+        ac.mediaConfig.srtpSecureSignaling = 0
         mt = ac.mediaConfig.transportConfig
         mt.port = s.rtp_port_start
         mt.portRange = s.rtp_port_range
@@ -546,6 +665,38 @@ class SipEngine:
             "SIP listening on %s %s:%d (%s)", "/".join(t.upper() for t in s.transports), s.listen_host,
             s.listen_port, "registering as " + ac.idUri if reg else "trunk mode: accepting INVITEs directly",
         )
+        for line in self.gate.describe():
+            log.info("%s", line)
+
+    def _create_tls_transport(self, ep: Any, t: TlsParams) -> None:
+        for path, key in ((t.cert_file, "sip.tls.cert_file"), (t.key_file, "sip.tls.key_file"),
+                          (t.ca_file, "sip.tls.ca_file")):
+            if path and not os.access(path, os.R_OK):
+                raise SipStackError(f"{key}: cannot read {path}; check the path and its permissions")
+        tc = pj.TransportConfig()
+        tc.port = t.listen_port
+        if t.listen_host not in ("0.0.0.0", ""):
+            tc.boundAddress = t.listen_host
+        if self.settings.public_address:
+            tc.publicAddress = self.settings.public_address
+        tls = tc.tlsConfig
+        tls.certFile = t.cert_file
+        tls.privKeyFile = t.key_file
+        if t.ca_file:
+            tls.CaListFile = t.ca_file
+        tls.proto = pj.PJ_SSL_SOCK_PROTO_TLS1_2 | pj.PJ_SSL_SOCK_PROTO_TLS1_3
+        tls.verifyServer = t.verify_server
+        tls.verifyClient = t.require_client_cert
+        tls.requireClientCert = t.require_client_cert
+        try:
+            ep.transportCreate(pj.PJSIP_TRANSPORT_TLS, tc)
+        except pj.Error as exc:
+            raise SipStackError(
+                f"cannot listen for SIP on TLS {t.listen_host}:{t.listen_port}: {exc.reason} (is the port "
+                "in use, or are sip.tls.cert_file and key_file not a matching PEM certificate and key?)"
+            ) from None
+        log.info("SIP listening on TLS %s:%d%s", t.listen_host, t.listen_port,
+                 " (client certificates required)" if t.require_client_cert else "")
 
     def _shutdown(self) -> None:
         ep = self._ep
@@ -599,12 +750,21 @@ class SipEngine:
         self._calls[handle] = call
         ci = call.getInfo()
         rdata = prm.rdata
+        verdict = self.gate.admit(rdata.srcAddress, rdata.wholeMsg, time.monotonic()) if self.gate else None
+        if verdict is not None:
+            # Not let in (source, rate or credentials): answered here, never seen by the loop or a bot.
+            call.ended_locally = True
+            call.answer(_op(verdict.code, verdict.reason, verdict.headers))
+            return
         if not self.accepting or len(self._calls) > self.settings.max_calls:
             self.rejected_over_capacity += 1
             call.ended_locally = True
             reason = "Shutting Down" if not self.accepting else "Over Capacity"
+            key = "shutting_down" if not self.accepting else "over_capacity"
+            self.rejected_invites[key] = self.rejected_invites.get(key, 0) + 1
             call.answer(_op(503, reason, {"Retry-After": str(self.settings.retry_after_s)}))
-            log.warning("INVITE %s from %s rejected: 503 %s", ci.callIdString, rdata.srcAddress, reason)
+            log.warning("INVITE %s from %s rejected: 503 %s", ci.callIdString, rdata.srcAddress, reason,
+                        extra={"call_sid": ci.callIdString})
             return
         incoming = IncomingCall(
             handle=handle,
@@ -662,6 +822,13 @@ def _quiet_stdout() -> Iterator[None]:
         os.dup2(saved, 1)
         os.close(saved)
         os.close(devnull)
+
+
+_SRTP_USE = {
+    "optional": pj.PJMEDIA_SRTP_OPTIONAL,
+    "mandatory": pj.PJMEDIA_SRTP_MANDATORY,
+    "disabled": pj.PJMEDIA_SRTP_DISABLED,
+}
 
 
 def _op(code: int, reason: str = "", headers: dict[str, str] | None = None) -> Any:

@@ -9,8 +9,11 @@ dtmf, mark, stop) are always written, they are few and small.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 import ssl
+import time
 import urllib.parse
 from collections.abc import AsyncIterator, Mapping
 
@@ -26,6 +29,10 @@ log = logging.getLogger("bridge.ws")
 # Bytes waiting in the socket's send buffer beyond which media is dropped (about 8 s of
 # 8 kHz audio as base64 JSON): a bot that stops reading costs bounded memory.
 DEFAULT_BACKLOG_LIMIT = 256 * 1024
+# The kernel's send buffer of a bot socket is fixed at this (Linux doubles it) instead of growing
+# to tcp_wmem's maximum (4 MiB): a bot that stops reading fills it within seconds, so the
+# backlog check above sees it, and a stalled call holds well under 1 MiB in all.
+SEND_BUFFER_BYTES = 64 * 1024
 
 
 def redact_url(url: str) -> str:
@@ -59,9 +66,16 @@ class BotLink:
     def __init__(self, conn: ClientConnection, *, backlog_limit: int = DEFAULT_BACKLOG_LIMIT) -> None:
         self._conn = conn
         self._backlog_limit = backlog_limit
+        sock = conn.transport.get_extra_info("socket") if conn.transport is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
         self.dropped_messages = 0
         self.sent_messages = 0
         self.sent_bytes = 0
+        # Since when media has been dropped without a successful media send in between: the
+        # bot stopped reading (the call ends after bot.stall_timeout). None while it reads.
+        self.stalled_since: float | None = None
 
     @property
     def backlog_bytes(self) -> int:
@@ -79,7 +93,11 @@ class BotLink:
             return False
         if droppable and self.backlog_bytes > self._backlog_limit:
             self.dropped_messages += 1
+            if self.stalled_since is None:
+                self.stalled_since = time.monotonic()
             return False
+        if droppable:
+            self.stalled_since = None
         data = text.encode()
         # This is what Connection.send() does minus its wait for the buffer to drain.
         conn.protocol.send_text(data)
@@ -107,6 +125,10 @@ class BotLink:
 
     @property
     def close_reason(self) -> str | None:
+        protocol = self._conn.protocol
+        if protocol.close_rcvd is None and protocol.close_sent is not None:
+            # We failed the connection (e.g. "keepalive ping timeout"); the code is 1006.
+            return protocol.close_sent.reason
         return self._conn.close_reason
 
     async def close(self, code: int = 1000, reason: str = "", timeout: float = 5.0) -> None:
@@ -126,6 +148,8 @@ async def open_bot_link(
     retries: int = 1,
     max_message_bytes: int = 1 << 20,
     ssl_context: ssl.SSLContext | None = None,
+    ping_interval: float | None = 20.0,
+    ping_timeout: float | None = 20.0,
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = log,
 ) -> BotLink:
     """Open the bot's WebSocket: each attempt has `timeout` seconds for TCP, TLS and the handshake.
@@ -144,8 +168,8 @@ async def open_bot_link(
                 compression=None,  # audio does not compress; deflate costs CPU per message
                 max_size=max_message_bytes,  # larger messages close the socket with 1009
                 write_limit=4 * DEFAULT_BACKLOG_LIMIT,
-                ping_interval=20,
-                ping_timeout=20,
+                ping_interval=ping_interval or None,  # a bot that stops answering pings is closed (1011)
+                ping_timeout=ping_timeout,
                 close_timeout=5,
                 user_agent_header=f"sip-ws-bridge/{__version__}",
                 ssl=ssl_context if url.startswith("wss:") else None,

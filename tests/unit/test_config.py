@@ -848,3 +848,71 @@ def test_parse_profile_raises_only_config_error(data: object) -> None:
         assert isinstance(error.key, str) and error.message
     else:
         render_profile(profile)
+
+
+# --------------------------------------------------------------------------- control and recording
+
+
+def test_control_and_recording_defaults() -> None:
+    profile = parse_profile(minimal(), env={})
+    assert profile.control.listen == "127.0.0.1:8780"
+    assert (profile.control.listen_host, profile.control.listen_port) == ("127.0.0.1", 8780)
+    rec = profile.recording
+    assert (rec.enabled, rec.dir, rec.layout) == (False, None, "stereo")
+    assert (rec.retention_days, rec.max_files) == (30, 10000)
+    assert profile.warnings == ()
+
+
+def test_control_listen_null_turns_it_off() -> None:
+    profile = parse_profile(set_path(minimal(), "control.listen", None), env={})
+    assert profile.control.listen is None and profile.control.listen_host is None
+    assert "control:\n  listen: null" in render_profile(profile)
+
+
+def test_control_listen_beyond_loopback_warns() -> None:
+    profile = parse_profile(set_path(minimal(), "control.listen", "0.0.0.0:9100"), env={})
+    assert profile.control.listen == "0.0.0.0:9100"
+    assert any(w.startswith("control.listen: 0.0.0.0 is not a loopback address") for w in profile.warnings)
+    assert parse_profile(set_path(minimal(), "control.listen", "localhost:9100"), env={}).warnings == ()
+
+
+def test_recording_values_and_relative_dir(tmp_path: Path) -> None:
+    data = set_path(minimal(), "recording", {"enabled": True, "dir": "rec", "layout": "MIXED",
+                                             "retention_days": 0, "max_files": 0})
+    rec = parse_profile(data, env={}, base_dir=tmp_path).recording
+    assert rec.enabled and rec.dir == str(tmp_path / "rec") and rec.layout == "mixed"
+    assert (rec.retention_days, rec.max_files) == (0, 0)
+    env_dir = set_path(minimal(), "recording", {"enabled": True, "dir": "${STATE_DIRECTORY}/recordings"})
+    resolved = parse_profile(env_dir, env={"STATE_DIRECTORY": "/var/lib/x"}).recording
+    assert resolved.dir == "/var/lib/x/recordings"
+
+
+RECORDING_AND_CONTROL_ERRORS: list[tuple[dict[Any, Any], str, str]] = [
+    (set_path(minimal(), "control.listen", "8780"), "control.listen", '"HOST:PORT"'),
+    (set_path(minimal(), "control.listen", "127.0.0.1:0"), "control.listen", "port 1-65535"),
+    (set_path(minimal(), "control.listen", 8780), "control.listen", "got 8780"),
+    (set_path(minimal(), "control.lisen", "127.0.0.1:1"), "control.lisen", 'did you mean "listen"'),
+    (set_path(minimal(), "control", "127.0.0.1:8780"), "control", "mapping"),
+    (set_path(minimal(), "recording.enabled", True), "recording.dir", "required when recording.enabled"),
+    (set_path(minimal(), "recording.enabled", "sometimes"), "recording.enabled", "true or false"),
+    (set_path(minimal(), "recording.layout", "quad"), "recording.layout", "stereo, mixed"),
+    (set_path(minimal(), "recording.retention_days", -1), "recording.retention_days", "0-36500"),
+    (set_path(minimal(), "recording.max_files", 1.5), "recording.max_files", "0-10000000"),
+    (set_path(minimal(), "recording.dir", 5), "recording.dir", "a directory"),
+    (set_path(minimal(), "recording.retention", 5), "recording.retention", 'did you mean "retention_days"'),
+]
+
+
+@pytest.mark.parametrize(("data", "key", "fragment"), RECORDING_AND_CONTROL_ERRORS)
+def test_control_and_recording_errors_name_the_key(data: dict[Any, Any], key: str, fragment: str) -> None:
+    error = error_of(data)
+    assert error.key == key, str(error)
+    assert fragment in error.message, str(error)
+
+
+def test_control_and_recording_render_round_trip(tmp_path: Path) -> None:
+    data = set_path(set_path(minimal(), "control.listen", "127.0.0.1:9000"), "recording",
+                    {"enabled": True, "dir": str(tmp_path), "layout": "mixed", "max_files": 5})
+    profile = parse_profile(data, env={})
+    again = parse_profile(yaml.safe_load(render_profile(profile)), env={})
+    assert again.control == profile.control and again.recording == profile.recording

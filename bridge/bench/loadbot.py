@@ -1,0 +1,172 @@
+"""The benchmark's bot: echoes audio like a real bot, marks and clears now and then, and times it all.
+
+Runs as its own process (`python -m bridge.bench.loadbot --listen HOST:PORT --out FILE`) so its
+CPU is not the bridge's. For every stream it checks the media clock: each `media` event should
+arrive `chunk` durations after the first one; one arriving more than a frame (20 ms) later than
+the stream's typical lag is late, a gap in `timestamp` is missing audio. Mark round trips are
+timed against the audio queued before them. On SIGTERM it writes its figures as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+LATE_MS = 20.0
+
+
+@dataclass
+class StreamFigures:
+    media: int = 0
+    late: int = 0
+    missing_ms: int = 0
+    lags: list[float] = field(default_factory=list)  # arrival - audio clock, ms (per media event)
+    mark_excess_ms: list[float] = field(default_factory=list)  # mark lag beyond its queued audio
+    dtmf: int = 0
+    stops: int = 0
+    closed_cleanly: bool = False
+
+
+class LoadBot:
+    def __init__(self, *, mark_every_s: float, clear_every_s: float) -> None:
+        self.mark_every_s = mark_every_s
+        self.clear_every_s = clear_every_s
+        self.streams: list[StreamFigures] = []
+        self.active = 0
+        self.max_active = 0
+
+    async def handler(self, ws: ServerConnection) -> None:
+        fig = StreamFigures()
+        self.streams.append(fig)
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        sid = ""
+        first_arrival: float | None = None
+        last_ts = 0
+        echoed_ms = 0.0  # audio sent back to the bridge, ms (8 kHz assumed for mark timing)
+        next_mark = time.monotonic() + self.mark_every_s
+        next_clear = time.monotonic() + self.clear_every_s
+        marks: dict[str, tuple[float, float]] = {}  # name -> (sent at, audio queued ahead ms)
+        play_started: float | None = None
+        try:
+            async for message in ws:
+                now = time.monotonic()
+                msg = json.loads(message)
+                event = msg.get("event")
+                if event == "start":
+                    sid = msg["stream_sid"]
+                elif event == "media":
+                    fig.media += 1
+                    media = msg["media"]
+                    ts = int(media["timestamp"])
+                    payload_ms = len(base64.b64decode(media["payload"])) / 16.0
+                    if first_arrival is None:
+                        first_arrival = now - ts / 1000.0
+                    elif ts - last_ts > payload_ms + 1:
+                        fig.missing_ms += int(ts - last_ts - payload_ms)
+                    last_ts = ts
+                    fig.lags.append((now - first_arrival) * 1000.0 - ts)
+                    await ws.send(json.dumps({"event": "media", "stream_sid": sid, "media": media}))
+                    if play_started is None:
+                        play_started = now
+                    echoed_ms += payload_ms
+                    if now >= next_mark:
+                        next_mark = now + self.mark_every_s
+                        name = f"m{fig.media}"
+                        ahead = max(0.0, echoed_ms - (now - play_started) * 1000.0)
+                        marks[name] = (now, ahead)
+                        await ws.send(
+                            json.dumps({"event": "mark", "stream_sid": sid, "mark": {"name": name}})
+                        )
+                    if self.clear_every_s and now >= next_clear:
+                        next_clear = now + self.clear_every_s
+                        await ws.send(json.dumps({"event": "clear", "stream_sid": sid}))
+                        play_started, echoed_ms = now, 0.0
+                elif event == "mark":
+                    sent = marks.pop(msg["mark"]["name"], None)
+                    if sent is not None:
+                        fig.mark_excess_ms.append((now - sent[0]) * 1000.0 - sent[1])
+                elif event == "dtmf":
+                    fig.dtmf += 1
+                elif event == "stop":
+                    fig.stops += 1
+        except ConnectionClosed:
+            pass
+        finally:
+            fig.closed_cleanly = ws.close_code == 1000
+            self.active -= 1
+
+    def figures(self) -> dict[str, Any]:
+        late = 0
+        total = 0
+        lags_over: list[float] = []
+        for fig in self.streams:
+            if not fig.lags:
+                continue
+            base = sorted(fig.lags)[len(fig.lags) // 2]
+            for lag in fig.lags:
+                total += 1
+                if lag - base > LATE_MS:
+                    late += 1
+                lags_over.append(lag - base)
+        return {
+            "streams": len(self.streams),
+            "max_active": self.max_active,
+            "media_events": total,
+            "late_events": late,
+            "missing_ms": sum(f.missing_ms for f in self.streams),
+            "jitter_ms": _percentiles(lags_over),
+            "mark_excess_ms": _percentiles([x for f in self.streams for x in f.mark_excess_ms]),
+            "marks_answered": sum(len(f.mark_excess_ms) for f in self.streams),
+            "dtmf": sum(f.dtmf for f in self.streams),
+            "stops": sum(f.stops for f in self.streams),
+            "closed_cleanly": sum(f.closed_cleanly for f in self.streams),
+        }
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"p50": 0.0, "p95": 0.0, "p99": 0.0, "max": 0.0}
+    ordered = sorted(values)
+
+    def pick(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
+
+    return {"p50": pick(0.50), "p95": pick(0.95), "p99": pick(0.99), "max": round(ordered[-1], 2)}
+
+
+async def main_async(host: str, port: int, out: str, mark_every_s: float, clear_every_s: float) -> None:
+    bot = LoadBot(mark_every_s=mark_every_s, clear_every_s=clear_every_s)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with serve(bot.handler, host, port, compression=None, max_size=1 << 20):
+        print("loadbot ready", flush=True)
+        await stop.wait()
+    with open(out, "w") as fh:
+        json.dump(bot.figures(), fh)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bridge.bench.loadbot")
+    parser.add_argument("--listen", default="127.0.0.1:8766")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--mark-every", type=float, default=2.0)
+    parser.add_argument("--clear-every", type=float, default=15.0)
+    args = parser.parse_args()
+    host, _, port = args.listen.rpartition(":")
+    asyncio.run(main_async(host, int(port), args.out, args.mark_every, args.clear_every))
+
+
+if __name__ == "__main__":
+    main()

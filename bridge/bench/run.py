@@ -1,0 +1,515 @@
+"""`sip-ws-bridge bench`: how many calls per machine, and how much delay the bridge adds.
+
+It starts the bridge as users run it (`sip-ws-bridge run` on a generated profile), the load bot
+in its own process, and sipp placing N concurrent calls at a set rate with real RTP speech
+(`rtp_stream`) and RFC 4733 DTMF. It samples the bridge's CPU, memory and open files from
+/proc, captures a sample of the bridge's RTP on the wire to check 20 ms pacing toward callers,
+and reads the bridge's own latency histograms from its shutdown record. One table is printed;
+`--json FILE` writes the same figures for comparison between runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from bridge.demo import free_port
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+SAMPLED_CALLS = 10  # RTP of this many calls is captured to check pacing on the wire
+
+
+@dataclass
+class ProcSample:
+    t: float
+    cpu_s: float
+    rss_mb: float
+    fds: int
+
+
+@dataclass
+class Run:
+    workdir: Path
+    calls: int
+    duration: float
+    chunk_ms: int
+    rate: float
+    hold: float
+    workers: int
+    samples: list[ProcSample] = field(default_factory=list)
+
+
+def free_port_block(count: int, avoid: range | None = None) -> int:
+    """The first port of `count` consecutive UDP ports free on 127.0.0.1 (RTP for many calls)."""
+    import random
+    import socket
+
+    for _ in range(200):
+        base = random.randrange(20000, 60000 - count, 2)
+        if avoid is not None and (base in avoid or base + count in avoid):
+            continue
+        socks = []
+        try:
+            for port in range(base, base + count):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(sock)
+                sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+        return base
+    raise SystemExit(f"bench: no block of {count} free UDP ports")
+
+
+def proc_sample(pids: list[int]) -> ProcSample:
+    cpu = rss = 0.0
+    fds = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            cpu += (int(fields[11]) + int(fields[12])) / CLK_TCK
+            rss += int(fields[21]) * PAGE / 1e6
+            fds += len(os.listdir(f"/proc/{pid}/fd"))
+    return ProcSample(time.monotonic(), cpu, rss, fds)
+
+
+def bridge_pids(main_pid: int) -> list[int]:
+    """The bridge process and its workers (children), if any."""
+    pids = [main_pid]
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{main_pid}/task"):
+            children = Path(f"/proc/{main_pid}/task/{task}/children").read_text().split()
+            pids += [int(c) for c in children]
+    return pids
+
+
+def profile_yaml(
+    run: Run, sip_port: int, bot_port: int, rtp_start: int, rtp_count: int, log_level: str
+) -> str:
+    return f"""\
+name: bench
+sip:
+  listen: "127.0.0.1:{sip_port}"
+  transports: [udp]
+  rtp_port_start: {rtp_start}
+  rtp_port_range: {rtp_count}
+  max_calls: {min(1024, run.calls + 20)}
+  codecs: [PCMU]
+  rate_limit: {{invites_per_second: 0}}  # the load generator is one source by design
+bot:
+  url: "ws://127.0.0.1:{bot_port}/bench?sample-rate=8000"
+  chunk_ms: {run.chunk_ms}
+logging:
+  level: {log_level}
+  format: json
+control:
+  listen: null
+"""
+
+
+def read_pcap_rtp(path: Path) -> dict[int, list[tuple[float, int]]]:
+    """(capture time, RTP sequence) per UDP source port, from a classic pcap of loopback."""
+    streams: dict[int, list[tuple[float, int]]] = {}
+    data = path.read_bytes()
+    if len(data) < 24:
+        return streams
+    magic = struct.unpack("<I", data[:4])[0]
+    endian = "<" if magic in (0xA1B2C3D4, 0xA1B23C4D) else ">"
+    nano = magic in (0xA1B23C4D, 0x4D3CB2A1)
+    linktype = struct.unpack(endian + "I", data[20:24])[0]
+    offset = 24
+    link_len = {1: 14, 113: 16, 276: 20}.get(linktype, 14)
+    while offset + 16 <= len(data):
+        sec, frac, incl, _ = struct.unpack(endian + "IIII", data[offset : offset + 16])
+        packet = data[offset + 16 : offset + 16 + incl]
+        offset += 16 + incl
+        ip = packet[link_len:]
+        if len(ip) < 20 or ip[0] >> 4 != 4 or ip[9] != 17:
+            continue
+        udp = ip[(ip[0] & 0x0F) * 4 :]
+        if len(udp) < 20 or udp[8] >> 6 != 2:
+            continue
+        src_port = struct.unpack(">H", udp[:2])[0]
+        seq = struct.unpack(">H", udp[10:12])[0]
+        t = sec + frac / (1e9 if nano else 1e6)
+        streams.setdefault(src_port, []).append((t, seq))
+    return streams
+
+
+def pacing(streams: dict[int, list[tuple[float, int]]]) -> dict[str, float]:
+    """Late (more than a frame behind the stream's own schedule) and missing 20 ms packets."""
+    late = missing = total = 0
+    for packets in streams.values():
+        if len(packets) < 10:
+            continue
+        t0, s0 = packets[0]
+        lags = []
+        last = s0
+        for t, seq in packets:
+            index = (seq - s0) % 65536
+            missing += max(0, (seq - last) % 65536 - 1)
+            last = seq
+            lags.append((t - t0) * 1000.0 - index * 20.0)
+        base = sorted(lags)[len(lags) // 2]
+        late += sum(1 for lag in lags if lag - base > 20.0)
+        total += len(lags)
+    return {
+        "packets": total,
+        "late": late,
+        "missing": missing,
+        "late_pct": round(100.0 * (late + missing) / total, 3) if total else 0.0,
+    }
+
+
+def sipp_stats(csv_path: Path) -> dict[str, str]:
+    lines = [ln for ln in csv_path.read_text(errors="replace").splitlines() if ln.strip()]
+    if len(lines) < 2:
+        return {}
+    header = lines[0].split(";")
+    row = lines[-1].split(";")
+    return dict(zip(header, row, strict=False))
+
+
+def rtt_percentiles(rtt_csv: Path) -> dict[str, float]:
+    values = []
+    if rtt_csv.exists():
+        for line in rtt_csv.read_text(errors="replace").splitlines()[1:]:
+            parts = line.split(";")
+            if len(parts) >= 2:
+                with contextlib.suppress(ValueError):
+                    values.append(float(parts[1]))
+    values.sort()
+    if not values:
+        return {"p50": 0.0, "p95": 0.0, "count": 0}
+    return {
+        "p50": round(values[len(values) // 2], 1),
+        "p95": round(values[min(len(values) - 1, int(0.95 * len(values)))], 1),
+        "count": len(values),
+    }
+
+
+def wait_for_text(path: Path, text: str, proc: subprocess.Popen[bytes], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        if path.exists() and text in path.read_text(errors="replace"):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def run_bench(run: Run, log: Any = print) -> dict[str, Any]:
+    if shutil.which("sipp") is None:
+        raise SystemExit("bench: sipp is not installed (apt-get install sip-tester)")
+    work = run.workdir
+    sip_port, bot_port, sipp_port = free_port(), free_port(), free_port()
+    rtp_count = max(4 * run.calls + 100, 200)
+    rtp_start = free_port_block(rtp_count)
+    sipp_media = free_port_block(4 * run.calls + 20, avoid=range(rtp_start, rtp_start + rtp_count))
+    data = resources.files("bridge").joinpath("data")
+    scenario = work / "bench_uac.xml"
+    scenario.write_bytes(data.joinpath("bench_uac.xml").read_bytes())
+    audio = work / "speech.pcmu"
+    audio.write_bytes(data.joinpath("speech.pcmu").read_bytes())
+    profile = work / "bench.yaml"
+    profile.write_text(profile_yaml(run, sip_port, bot_port, rtp_start, rtp_count, "info"))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+    bot_out = work / "loadbot.json"
+    bot_log = (work / "loadbot.log").open("wb")
+    bot = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bridge.bench.loadbot",
+            "--listen",
+            f"127.0.0.1:{bot_port}",
+            "--out",
+            str(bot_out),
+        ],
+        stdout=bot_log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    bridge_log_path = work / "bridge.log"
+    bridge_log = bridge_log_path.open("wb")
+    bridge = subprocess.Popen(
+        [sys.executable, "-m", "bridge", "run", "--profile", str(profile)],
+        stdout=bridge_log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    capture: subprocess.Popen[bytes] | None = None
+    try:
+        if not wait_for_text(work / "loadbot.log", "loadbot ready", bot, 20):
+            raise SystemExit("bench: the load bot did not start:\n" + (work / "loadbot.log").read_text())
+        if not wait_for_text(bridge_log_path, "ready:", bridge, 30):
+            raise SystemExit("bench: the bridge did not start:\n" + bridge_log_path.read_text()[-3000:])
+        time.sleep(0.5)
+        pids = bridge_pids(bridge.pid)
+        base = proc_sample(pids)
+        log(
+            f"bench: bridge up (pid {bridge.pid}, RSS {base.rss_mb:.1f} MB, {base.fds} fds); "
+            f"{run.calls} calls at {run.rate:g}/s, {run.chunk_ms} ms chunks, {run.duration:g} s"
+        )
+
+        total_calls = (
+            run.calls if run.hold >= run.duration else math.ceil(run.calls * run.duration / run.hold)
+        )
+        ramp = run.calls / run.rate
+        pcap = work / "rtp.pcap"
+        if shutil.which("dumpcap"):
+            capture = subprocess.Popen(
+                [
+                    "dumpcap",
+                    "-q",
+                    "-i",
+                    "lo",
+                    "-P",
+                    "-s",
+                    "96",
+                    "-w",
+                    str(pcap),
+                    "-f",
+                    f"udp and src portrange {rtp_start}-{rtp_start + 4 * SAMPLED_CALLS}",
+                    "-a",
+                    f"duration:{int(run.duration + ramp + 10)}",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            time.sleep(1.0)
+        started = time.monotonic()
+        sipp = subprocess.Popen(
+            [
+                "sipp",
+                f"127.0.0.1:{sip_port}",
+                "-sf",
+                str(scenario),
+                "-s",
+                "bench",
+                "-key",
+                "audio",
+                f"{audio},-1,0",
+                "-d",
+                str(int(run.hold * 1000)),
+                "-l",
+                str(run.calls),
+                "-r",
+                str(run.rate),
+                "-m",
+                str(total_calls),
+                "-i",
+                "127.0.0.1",
+                "-p",
+                str(sipp_port),
+                "-mi",
+                "127.0.0.1",
+                "-mp",
+                str(sipp_media),
+                "-trace_stat",
+                "-stf",
+                str(work / "sipp_stats.csv"),
+                "-fd",
+                "1",
+                "-trace_rtt",
+                "-rtt_freq",
+                "1",
+                "-trace_err",
+                "-recv_timeout",
+                "30000",
+                "-timeout",
+                f"{int(run.duration + ramp + 60)}s",
+                "-timeout_error",
+                "-nostdin",
+            ],
+            cwd=work,
+            stdout=subprocess.DEVNULL,
+            stderr=(work / "sipp.err").open("wb"),
+        )
+        steady_from = started + ramp + 2.0
+        steady_to = started + min(run.duration, ramp + run.hold) - 1.0
+        steady: list[ProcSample] = []
+        peak_rss = base.rss_mb
+        next_report = time.monotonic() + 10
+        while sipp.poll() is None:
+            time.sleep(0.5)
+            sample = proc_sample(bridge_pids(bridge.pid))
+            run.samples.append(sample)
+            peak_rss = max(peak_rss, sample.rss_mb)
+            if steady_from <= sample.t <= steady_to:
+                steady.append(sample)
+            if sample.t >= next_report:
+                next_report = sample.t + 10
+                log(f"bench: t={sample.t - started:5.0f}s RSS {sample.rss_mb:6.1f} MB, {sample.fds} fds")
+        sipp_rc = sipp.returncode
+        elapsed = time.monotonic() - started
+        time.sleep(2.0)
+        end = proc_sample(bridge_pids(bridge.pid))
+    finally:
+        if capture is not None and capture.poll() is None:
+            capture.send_signal(signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                capture.wait(10)
+        if bridge.poll() is None:
+            bridge.send_signal(signal.SIGTERM)
+            try:
+                bridge.wait(60)
+            except subprocess.TimeoutExpired:
+                bridge.kill()
+        if bot.poll() is None:
+            bot.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                bot.wait(30)
+
+    stats = sipp_stats(work / "sipp_stats.csv")
+    bot_figures = json.loads(bot_out.read_text()) if bot_out.exists() else {}
+    records = []
+    for line in bridge_log_path.read_text(errors="replace").splitlines():
+        if line.startswith("{"):
+            with contextlib.suppress(ValueError):
+                records.append(json.loads(line))
+    latency = next((r for r in records if r.get("event") == "latency"), {})
+    rtt = rtt_percentiles(next(iter(work.glob("*_rtt.csv")), work / "none"))
+    wire = pacing(read_pcap_rtp(pcap)) if capture is not None and pcap.exists() else {}
+
+    cpu_pct = 0.0
+    if len(steady) >= 2:
+        cpu_pct = 100.0 * (steady[-1].cpu_s - steady[0].cpu_s) / (steady[-1].t - steady[0].t)
+    attempted = int(stats.get("TotalCallCreated", 0) or 0)
+    completed = int(stats.get("SuccessfulCall(C)", 0) or 0)
+    to_bot = bot_figures.get("media_events", 0)
+    result: dict[str, Any] = {
+        "calls": run.calls,
+        "duration_s": run.duration,
+        "chunk_ms": run.chunk_ms,
+        "rate_cps": run.rate,
+        "workers": run.workers,
+        "attempted": attempted,
+        "answered": completed
+        + int(stats.get("FailedCall(C)", 0) or 0)
+        - int(stats.get("FailedCallRejected(C)", 0) or 0),
+        "completed": completed,
+        "failed": int(stats.get("FailedCall(C)", 0) or 0),
+        "sipp_rc": sipp_rc,
+        "elapsed_s": round(elapsed, 1),
+        "invite_to_200_ms": rtt,
+        "cpu_total_pct": round(cpu_pct, 1),
+        "cpu_per_call_pct": round(cpu_pct / run.calls, 3) if run.calls else 0.0,
+        "rss_base_mb": round(base.rss_mb, 1),
+        "rss_peak_mb": round(peak_rss, 1),
+        "rss_per_call_mb": round((peak_rss - base.rss_mb) / run.calls, 3) if run.calls else 0.0,
+        "rss_end_mb": round(end.rss_mb, 1),
+        "fds_start": base.fds,
+        "fds_end": end.fds,
+        "late_frame_pct_to_bot": round(100.0 * (bot_figures.get("late_events", 0)) / to_bot, 3)
+        if to_bot
+        else 0.0,
+        "missing_ms_to_bot": bot_figures.get("missing_ms", 0),
+        "late_frame_pct_to_caller": wire.get("late_pct", 0.0),
+        "rtp_sampled_packets": wire.get("packets", 0),
+        "added_latency_ms": {
+            "rtp_to_ws": latency.get("rtp_to_ws", {}),
+            "ws_to_rtp": latency.get("ws_to_rtp", {}),
+        },
+        "mark_lag_beyond_audio_ms": bot_figures.get("mark_excess_ms", {}),
+        "marks_answered": bot_figures.get("marks_answered", 0),
+        "dtmf_received": bot_figures.get("dtmf", 0),
+        "streams_stopped": bot_figures.get("stops", 0),
+    }
+    return result
+
+
+def print_table(r: dict[str, Any]) -> None:
+    lat = r["added_latency_ms"]
+    rows = [
+        (
+            "calls concurrent / chunk",
+            f"{r['calls']} / {r['chunk_ms']} ms, {r['rate_cps']:g} calls/s, {r['duration_s']:g} s",
+        ),
+        (
+            "attempted / answered / completed",
+            f"{r['attempted']} / {r['answered']} / {r['completed']} (failed {r['failed']})",
+        ),
+        ("INVITE -> 200 OK p50 / p95", f"{r['invite_to_200_ms']['p50']} / {r['invite_to_200_ms']['p95']} ms"),
+        ("CPU total / per call", f"{r['cpu_total_pct']} % / {r['cpu_per_call_pct']} % of one core"),
+        (
+            "RSS base / peak / per call",
+            f"{r['rss_base_mb']} / {r['rss_peak_mb']} MB / {r['rss_per_call_mb']} MB",
+        ),
+        ("RSS end, fds start -> end", f"{r['rss_end_mb']} MB, {r['fds_start']} -> {r['fds_end']}"),
+        (
+            "late frames to bot / to caller",
+            f"{r['late_frame_pct_to_bot']} % / {r['late_frame_pct_to_caller']} % "
+            f"({r['rtp_sampled_packets']} RTP packets sampled)",
+        ),
+        (
+            "added latency rtp->ws p50 / p99",
+            f"{lat['rtp_to_ws'].get('p50', '-')} / {lat['rtp_to_ws'].get('p99', '-')} ms",
+        ),
+        (
+            "added latency ws->rtp p50 / p99",
+            f"{lat['ws_to_rtp'].get('p50', '-')} / {lat['ws_to_rtp'].get('p99', '-')} ms",
+        ),
+        (
+            "mark lag beyond its audio p50 / p99",
+            f"{r['mark_lag_beyond_audio_ms'].get('p50', '-')} / "
+            f"{r['mark_lag_beyond_audio_ms'].get('p99', '-')} ms ({r['marks_answered']} marks)",
+        ),
+        ("DTMF received by the bot", str(r["dtmf_received"])),
+    ]
+    width = max(len(k) for k, _ in rows)
+    print("-" * (width + 50))
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+    print("-" * (width + 50))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sip-ws-bridge bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=20, help="concurrent calls (default 20)")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds of load (default 10)")
+    parser.add_argument("--chunk-ms", type=int, choices=(20, 100), default=100)
+    parser.add_argument(
+        "--rate", type=float, default=0.0, help="calls set up per second (default calls/5, max 50)"
+    )
+    parser.add_argument(
+        "--hold", type=float, default=0.0, help="call length in s (default: the whole duration)"
+    )
+    parser.add_argument("--workers", type=int, default=1, help="bridge worker processes (default 1)")
+    parser.add_argument("--json", help="write the figures to this file")
+    parser.add_argument("--keep", help="keep the run's files (logs, captures) in this directory")
+    args = parser.parse_args(argv)
+    rate = args.rate or min(50.0, max(1.0, args.calls / 5))
+    hold = args.hold or args.duration
+    workdir = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="sip-ws-bridge-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    run = Run(workdir, args.calls, args.duration, args.chunk_ms, rate, hold, args.workers)
+    try:
+        result = run_bench(run)
+    finally:
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print_table(result)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    ok = result["completed"] == result["attempted"] and result["attempted"] > 0
+    return 0 if ok else 1

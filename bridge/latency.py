@@ -1,0 +1,60 @@
+"""Bridge-added latency, measured inside the process at almost no cost.
+
+Two directions, each a fixed-bin histogram (recording is an index increment):
+
+- caller -> bot (`rtp_to_ws`): from the conference tick that completed a chunk (its last 20 ms
+  frame left PJSIP's jitter buffer) to the moment that chunk's `media` event was written to the
+  bot's socket. The jitter buffer's own delay is PJSIP's and is reported from its statistics.
+- bot -> caller (`ws_to_rtp`): from a bot `media` message's arrival to the tick whose frame
+  carried its first byte into RTP, minus the audio that had to play before it (queued audio, or
+  the pre-buffer delay when playout was idle). Sampled about once a second per call.
+"""
+
+from __future__ import annotations
+
+_BIN_MS = 0.1
+_BINS = 2000  # 0-200 ms in 0.1 ms steps; beyond goes to the last bin
+
+
+class LatencyHistogram:
+    __slots__ = ("count", "counts", "total_ms")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (_BINS + 1)
+        self.count = 0
+        self.total_ms = 0.0
+
+    def record(self, ms: float) -> None:
+        index = int(ms / _BIN_MS) if ms > 0 else 0
+        self.counts[index if index < _BINS else _BINS] += 1
+        self.count += 1
+        self.total_ms += ms
+
+    def percentile(self, q: float) -> float:
+        """The q-quantile (0..1) in ms, to the bin's upper edge; 0 when empty."""
+        if not self.count:
+            return 0.0
+        target = q * self.count
+        seen = 0
+        for index, n in enumerate(self.counts):
+            seen += n
+            if seen >= target and n:
+                return round((index + 1) * _BIN_MS, 2)
+        return round((_BINS + 1) * _BIN_MS, 2)
+
+    def summary(self) -> dict[str, float]:
+        return {
+            "count": self.count,
+            "mean": round(self.total_ms / self.count, 3) if self.count else 0.0,
+            "p50": self.percentile(0.50),
+            "p95": self.percentile(0.95),
+            "p99": self.percentile(0.99),
+        }
+
+    def buckets(self, edges_ms: tuple[float, ...]) -> list[int]:
+        """Cumulative counts at each edge (for a Prometheus histogram)."""
+        out = []
+        for edge in edges_ms:
+            limit = min(int(edge / _BIN_MS), _BINS + 1)
+            out.append(sum(self.counts[:limit]))
+        return out

@@ -1,0 +1,117 @@
+"""Pure parts of metrics and call records: end causes, the registry's exposition, status rendering."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from bridge.metrics import BridgeMetrics, LiveState
+from bridge.status import render_status
+from bridge.summary import END_CAUSES, end_cause, hung_up_by, iso_utc
+
+
+@pytest.mark.parametrize(("outcome", "stop", "reason", "cause", "who"), [
+    ("answered", "callended", "caller hung up", "caller_hangup", "caller"),
+    ("answered", "stopped", "bridge shutting down", "bridge_stop", "bridge"),
+    ("answered", "", "bot closed (1000)", "bot_hangup", "bot"),
+    ("answered", "", "bot closed (1000); transferred to sip:q@pbx", "bot_transfer", "bot"),
+    ("rejected", "", "bot unreachable (refused); rejected with 503", "bot_unreachable", "bridge"),
+    ("redirected", "", "bot unreachable; redirected to sip:x", "bot_unreachable", "bridge"),
+    ("abandoned", "", "caller hung up while the bot was connecting", "caller_abandoned", "caller"),
+    ("pending", "", "", "error", "bridge"),
+    ("answered", "", "something new", "other", "bridge"),
+])
+def test_end_cause_and_who_hung_up(outcome: str, stop: str, reason: str, cause: str, who: str) -> None:
+    assert end_cause(outcome, stop, reason) == cause
+    assert cause in END_CAUSES
+    assert hung_up_by(end_cause(outcome, stop, reason)) == who
+
+
+def test_iso_utc() -> None:
+    assert iso_utc(0.25) == "1970-01-01T00:00:00.250Z"
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+class Latency:
+    count = 4
+    total_ms = 10.0
+
+    def buckets(self, edges_ms: tuple[float, ...]) -> list[int]:
+        return [0 if edge < 2 else 3 if edge < 5 else 4 for edge in edges_ms]
+
+
+def test_each_bridge_has_its_own_registry_and_families() -> None:
+    state = LiveState(max_calls=5, accepting=True, registration_enabled=True, registered=True,
+                      registration_code=200, rejected_by_engine={"over_capacity": 2, "rate_limited": 1},
+                      latency={"caller_to_bot": Latency(), "bot_to_caller": None})
+    one = BridgeMetrics(lambda: state, "one")
+    two = BridgeMetrics(lambda: LiveState(), "two")
+    one.invites.inc()
+    one.dtmf.labels("info").inc(2)
+    one.rejected["bot_unreachable"] = 3
+    got = samples(one.exposition().decode())
+    other = samples(two.exposition().decode())
+    p = "sip_ws_bridge_"
+    assert got[(p + "invites_total", ())] == 1 and other[(p + "invites_total", ())] == 0
+    assert got[(p + "info", (("profile", "one"), ("version", "0.1.0")))] == 1
+    assert got[(p + "max_calls", ())] == 5 and got[(p + "registered", ())] == 1
+    assert got[(p + "registration_status_code", ())] == 200
+    assert got[(p + "dtmf_digits_total", (("method", "info"),))] == 2
+    assert got[(p + "rejected_invites_total", (("reason", "over_capacity"),))] == 2
+    assert got[(p + "rejected_invites_total", (("reason", "rate_limited"),))] == 1
+    assert got[(p + "rejected_invites_total", (("reason", "bot_unreachable"),))] == 3
+    assert got[(p + "active_calls", (("state", "answered"),))] == 0
+    assert got[(p + "caller_frames_total", ())] == 0
+    lat = (("direction", "caller_to_bot"),)
+    assert got[(p + "added_latency_seconds_count", lat)] == 4
+    assert got[(p + "added_latency_seconds_sum", lat)] == pytest.approx(0.01)
+    assert got[(p + "added_latency_seconds_bucket", (*lat, ("le", "0.005")))] == 4
+    assert got[(p + "added_latency_seconds_bucket", (*lat, ("le", "0.001")))] == 0
+    other_direction = ("direction", "bot_to_caller")
+    assert not any(k[0].startswith(p + "added_latency") and other_direction in k[1] for k in got)
+
+
+SNAPSHOT: dict[str, Any] = {
+    "name": "prod", "version": "0.1.0", "pid": 42, "uptime_s": 3725.0, "ready": False,
+    "not_ready": ["at capacity (2/2 calls)"], "registration": "registered with sip:pbx",
+    "active_calls": 2, "max_calls": 2, "invites": 17,
+    "calls_ended": {"caller_hangup": 14, "bot_hangup": 1},
+    "rejected": {"over_capacity": 3, "rate_limited": 0}, "reloads": 1,
+    "totals": {"caller_frames": 123456, "bot_frames_played": 100000, "underruns": 2,
+               "media_to_bot_dropped": 0, "caller_frames_lost": 0, "bytes_to_bot": 50_000_000,
+               "audio_bytes_from_bot": 20_000_000},
+    "calls": [
+        {"call_sid": "abc@10.0.0.1", "stream_sid": "s1", "from": "+4930123", "to": "500",
+         "state": "answered", "age_s": 65.2, "answered_s": 64.0, "codec": "PCMU", "dtmf": "1#",
+         "frames_in": 3200, "frames_out": 1500, "underruns": 0, "drops": 0, "playout_ms": 80,
+         "recording": True},
+        {"call_sid": "def@10.0.0.2", "stream_sid": "s2", "from": "anonymous", "to": "500",
+         "state": "connecting", "age_s": 0.4, "answered_s": None, "codec": "", "dtmf": "",
+         "frames_in": 0, "frames_out": 0, "underruns": 0, "drops": 0, "playout_ms": 0, "recording": False},
+    ],
+}
+
+
+def test_status_rendering() -> None:
+    text = render_status(json.loads(json.dumps(SNAPSHOT)))
+    lines = text.splitlines()
+    assert "profile prod" in lines[0] and "up 1h02m" in lines[0]
+    assert "NOT READY: at capacity (2/2 calls)" in lines[0]
+    assert "2 active of 2, 17 taken; registered with sip:pbx" in lines[1]
+    assert "bot_hangup 1, caller_hangup 14" in lines[2] and "over_capacity 3" in lines[2]
+    assert "rate_limited" not in lines[2]
+    assert "in 120k" in lines[3] and "bytes to bot 47M" in lines[3]
+    rows = [line for line in lines if line.startswith(("abc@", "def@"))]
+    assert rows[0].startswith("abc@10.0.0.1") and "1:04" in rows[0] and rows[0].endswith("yes")
+    assert rows[1].startswith("def@10.0.0.2") and "connecting" in rows[1]
+    assert render_status({"calls": []}).splitlines()[-1] == "(no calls)"
