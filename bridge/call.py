@@ -11,6 +11,7 @@ profile's status or redirected (302) to the fallback URI: the caller is never le
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import ssl
 import time
@@ -28,7 +29,7 @@ from bridge.audio.playout import PlayoutBuffer
 from bridge.audio.resample import StreamResampler
 from bridge.config import RecordingSettings
 from bridge.errors import BotConnectError
-from bridge.latency import LatencyHistogram
+from bridge.latency import LatencyHistogram, TickClock
 from bridge.logs import CallLog, record
 from bridge.recording import CallHooks, CallRecorder, open_channel
 from bridge.sip import CallEnd, DtmfMethod, IncomingCall, MediaInfo, StreamStats
@@ -149,6 +150,9 @@ class BridgeCall:
         self.bot_url = policy.bot_url
         self.rtp_to_ws: LatencyHistogram | None = None
         self.ws_to_rtp: LatencyHistogram | None = None
+        self.ticks: TickClock | None = None
+        self.mark_lag: LatencyHistogram | None = None
+        self._mark_due: collections.deque[float] = collections.deque()  # when each pending mark's audio ends
         self._probe: tuple[int, float, float] | None = None  # playout position, arrival, allowance ms
         self._next_probe = 0.0
         self.pumping = False
@@ -424,6 +428,8 @@ class BridgeCall:
                     self._start_probe(channel)
                 channel.write_audio(pcm)
             elif isinstance(event, BotMark):
+                if self.mark_lag is not None:
+                    self._mark_due.append(time.monotonic() + self._queued_ms(channel) / 1000.0)
                 channel.mark(event.name)
             elif isinstance(event, BotClear):
                 self._probe = None  # its audio was dropped
@@ -452,8 +458,23 @@ class BridgeCall:
             text = self.session.mark(name)
             if text is not None:
                 self.link.send_nowait(text)
+            if self._mark_due:
+                due = self._mark_due.popleft()
+                if not cleared and self.mark_lag is not None:
+                    self.mark_lag.record(max(0.0, time.monotonic() - due) * 1000.0)
 
     # ---- the media pump (loop thread, woken by the conference clock) -------------------
+
+    def _queued_ms(self, channel: MediaChannel) -> float:
+        """Audio that must play before anything written now: queued audio, the pre-buffer delay
+        when idle, and the rest of the frame in flight."""
+        playout = channel.playout
+        queued = playout.buffered_bytes / (self.policy.clock_rate * 2 / 1000)
+        if not playout.is_playing:
+            queued += self.policy.prebuffer_ms
+        if self.ticks is not None:
+            queued += self.ticks.to_next_tick_ms(time.monotonic())
+        return queued
 
     def _start_probe(self, channel: MediaChannel) -> None:
         """Sample one bot message (about once a second) for the ws->rtp latency."""
@@ -465,6 +486,8 @@ class BridgeCall:
         allowance = playout.buffered_bytes / bytes_per_ms
         if not playout.is_playing:
             allowance += self.policy.prebuffer_ms
+        if self.ticks is not None:
+            allowance += self.ticks.to_next_tick_ms(now)
         self._probe = (playout.written, now, allowance)
 
     def pump_due(self) -> bool:

@@ -143,6 +143,9 @@ class RegisterSettings:
     expires: int = 300
     identity: str = ""
     outbound_proxy: str | None = None
+    # Contact to register instead of this instance's own address: the front (load balancer)
+    # address when several instances share one SIP identity (deploy/kamailio/front.cfg).
+    contact: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,6 +294,7 @@ _REGISTER_KEYS: Final = (
     "expires",
     "identity",
     "outbound_proxy",
+    "contact",
 )
 _BOT_KEYS: Final = (
     "url",
@@ -980,6 +984,11 @@ def _parse_register(ctx: _Context, sec: _Section) -> RegisterSettings:
             ctx, sec.key("outbound_proxy"), outbound.value, example="sip:proxy.example.com;lr"
         )
 
+    contact_text = sec.nullable_text("contact", "a sip: URI")
+    contact: str | None = None
+    if contact_text is not None:
+        contact = _sip_uri(ctx, sec.key("contact"), contact_text.value, example="sip:bridge@192.0.2.10:5060")
+
     return RegisterSettings(
         registrar=registrar,
         username=username.value,
@@ -988,6 +997,7 @@ def _parse_register(ctx: _Context, sec: _Section) -> RegisterSettings:
         expires=expires,
         identity=identity,
         outbound_proxy=outbound_proxy,
+        contact=contact,
     )
 
 
@@ -1443,6 +1453,7 @@ def _profile_to_dict(profile: Profile) -> dict[str, object]:
             "expires": reg.expires,
             "identity": reg.identity,
             "outbound_proxy": reg.outbound_proxy,
+            "contact": reg.contact,
         }
     on_unreachable: dict[str, object] = {
         "action": bot.on_unreachable.action,

@@ -7,12 +7,30 @@ Two directions, each a fixed-bin histogram (recording is an index increment):
   bot's socket. The jitter buffer's own delay is PJSIP's and is reported from its statistics.
 - bot -> caller (`ws_to_rtp`): from a bot `media` message's arrival to the tick whose frame
   carried its first byte into RTP, minus the audio that had to play before it (queued audio, or
-  the pre-buffer delay when playout was idle). Sampled about once a second per call.
+  the pre-buffer delay when playout was idle) and the wait for the next 20 ms tick (the frame
+  read at the last tick is still playing). Sampled about once a second per call.
 """
 
 from __future__ import annotations
 
 _BIN_MS = 0.1
+TICK_S = 0.020
+
+
+class TickClock:
+    """When the conference clock last ticked (set on the clock thread, read on the loop)."""
+
+    __slots__ = ("last",)
+
+    def __init__(self) -> None:
+        self.last = 0.0
+
+    def to_next_tick_ms(self, now: float) -> float:
+        """How long until the next 20 ms tick: a frame read at a tick plays until the next one,
+        so audio arriving now cannot start before then (the media clock's phase)."""
+        if not self.last:
+            return 0.0
+        return max(0.0, (self.last + TICK_S - now) % TICK_S) * 1000.0
 _BINS = 2000  # 0-200 ms in 0.1 ms steps; beyond goes to the last bin
 
 

@@ -71,8 +71,11 @@ class CallCounters:
     bot_protocol_errors: int = 0
 
     def add(self, other: CallCounters) -> None:
-        for f in fields(self):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+        for name in _COUNTER_FIELDS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+_COUNTER_FIELDS = tuple(f.name for f in fields(CallCounters))
 
 
 def call_counters(call: BridgeCall) -> CallCounters:

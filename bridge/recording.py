@@ -14,8 +14,8 @@ a few seconds of audio however long the call. A `.part` left by a crash is repai
 header fixed) and renamed at the next start.
 
 Retention: recordings older than `retention_days` and the oldest beyond `max_files` are
-deleted at start, on reload and at most once a minute after a recording is saved; a long
-sweep logs its progress.
+deleted at start, on reload and at most once a minute after a recording is saved, on a
+worker thread of the loop's default executor (not the writer's); a long sweep logs its progress.
 """
 
 from __future__ import annotations
@@ -270,6 +270,7 @@ class RecordingStore:
     def __init__(self) -> None:
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._last_sweep: dict[str, float] = {}
+        self._sweep: asyncio.Future[int] | None = None
         self.saved_count = 0
         self.failed = 0
         self.deleted = 0
@@ -295,7 +296,13 @@ class RecordingStore:
         if recover:
             await loop.run_in_executor(None, self._recover, Path(settings.dir))
         self._last_sweep[settings.dir] = time.monotonic()
-        await asyncio.wrap_future(self.submit(self.sweep, settings))
+        self._start_sweep(settings)
+
+    def _start_sweep(self, settings: RecordingSettings) -> None:
+        """Retention in the background, off the writer thread (a long sweep never delays writes)."""
+        if self._sweep is not None and not self._sweep.done():
+            return
+        self._sweep = asyncio.get_running_loop().run_in_executor(None, self.sweep, settings)
 
     @staticmethod
     def _check_dir(directory: str) -> None:
@@ -339,7 +346,7 @@ class RecordingStore:
         if not settings.retention_days and not settings.max_files:
             return
         self._last_sweep[directory] = now
-        self.submit(self.sweep, settings)
+        self._start_sweep(settings)
 
     def sweep(self, settings: RecordingSettings) -> int:
         """Delete recordings past retention (writer thread). Returns how many were deleted."""

@@ -17,7 +17,7 @@ from typing import Any
 from bridge.call import BridgeCall, CallPolicy
 from bridge.config import Profile, bot_url_host_allowed, header_allowed
 from bridge.errors import BridgeError
-from bridge.latency import LatencyHistogram
+from bridge.latency import LatencyHistogram, TickClock
 from bridge.ops import Operations
 from bridge.sip import CallEnd, DtmfMethod, IncomingCall, MediaInfo, RegistrationState, StreamStats
 from bridge.sip.access import RateLimit
@@ -52,6 +52,7 @@ def engine_settings(profile: Profile) -> EngineSettings:
             expires=reg.expires,
             identity=reg.identity,
             outbound_proxy=reg.outbound_proxy,
+            contact=reg.contact,
         ),
         pjsip_log_level=4 if profile.logging.level == "debug" else 1,
         **_guard_settings(profile),
@@ -124,8 +125,10 @@ class Bridge:
         self.counters: dict[str, int] = {"calls_total": 0, "calls_rejected": 0}
         self._wake_pending = False
         self._tick_at = 0.0
+        self.ticks = TickClock()
         self.rtp_to_ws = LatencyHistogram()
         self.ws_to_rtp = LatencyHistogram()
+        self.mark_lag = LatencyHistogram()
         self._stopping = asyncio.Event()
         self.started = asyncio.Event()
         self.ops = Operations(self, call_policy)  # systemd, control listener, metrics, recordings
@@ -162,7 +165,7 @@ class Bridge:
                      self.counters["calls_total"], self.rtp_to_ws.percentile(0.99),
                      self.ws_to_rtp.percentile(0.99),
                      extra={"event": "latency", "rtp_to_ws": self.rtp_to_ws.summary(),
-                            "ws_to_rtp": self.ws_to_rtp.summary()})
+                            "ws_to_rtp": self.ws_to_rtp.summary(), "mark_lag": self.mark_lag.summary()})
 
     def stop(self) -> None:
         if not self._stopping.is_set():
@@ -192,7 +195,7 @@ class Bridge:
         """Called on the conference clock thread after each caller frame: one wake per tick."""
         if not self._wake_pending:
             self._wake_pending = True
-            self._tick_at = time.monotonic()
+            self._tick_at = self.ticks.last = time.monotonic()
             loop = self.loop
             if loop is not None:
                 loop.call_soon_threadsafe(self._pump_all)
@@ -213,7 +216,8 @@ class Bridge:
         call.log.info("INVITE from %s (%s) to %s via %s", incoming.from_user, incoming.from_uri,
                       incoming.to_user, incoming.source)
         self.ops.call_started(call)
-        call.rtp_to_ws, call.ws_to_rtp = self.rtp_to_ws, self.ws_to_rtp
+        call.rtp_to_ws, call.ws_to_rtp, call.ticks = self.rtp_to_ws, self.ws_to_rtp, self.ticks
+        call.mark_lag = self.mark_lag
         self.calls[incoming.handle] = call
         task = asyncio.ensure_future(call.run())
         self.tasks[incoming.handle] = task

@@ -88,6 +88,7 @@ async def place_call(
     answer_timeout_s: float = 30.0,
     headers: dict[str, str] | None = None,
     rtp_port_start: int = 40000,
+    local_ip: str = "127.0.0.1",
     auth: tuple[str, str] | None = None,
     tls: TlsParams | None = None,
     srtp: str = "disabled",
@@ -100,7 +101,7 @@ async def place_call(
     loop = asyncio.get_running_loop()
     sink = _Sink()
     engine = SipEngine(
-        EngineSettings(listen_host="127.0.0.1", listen_port=local_port, transports=("udp",),
+        EngineSettings(listen_host=local_ip, listen_port=local_port, transports=("udp",),
                        rtp_port_start=rtp_port_start, rtp_port_range=1000, max_calls=4,
                        user_agent="sip-ws-bridge-testcaller", client_auth=auth, tls=tls, srtp=srtp),
         sink, loop,
@@ -224,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bridge.testcaller")
     parser.add_argument("target")
     parser.add_argument("--local-port", type=int, required=True)
+    parser.add_argument("--local-ip", default="127.0.0.1", help="address to call from")
     parser.add_argument("--rtp-port", type=int, default=40000)
     parser.add_argument("--wav", help="8 kHz mono WAV to say (default: the sample utterance)")
     parser.add_argument("--silent", action="store_true", help="say nothing")
@@ -246,8 +248,9 @@ def main(argv: list[str] | None = None) -> int:
         args.target, local_port=args.local_port, utterance=utterance, digits=args.digits,
         dtmf_method=args.dtmf_method, hold_after_s=args.hold, headers=headers or None,
         rtp_port_start=args.rtp_port,
+        local_ip=args.local_ip,
         auth=(args.auth.partition(":")[0], args.auth.partition(":")[2]) if args.auth else None,
-        tls=TlsParams("127.0.0.1", 0, args.tls_cert or "", args.tls_key or "", args.tls_ca,
+        tls=TlsParams(args.local_ip, 0, args.tls_cert or "", args.tls_key or "", args.tls_ca,
                       verify_server=True) if args.tls_ca else None,
         srtp=args.srtp,
     ))

@@ -10,8 +10,9 @@ say() { echo "=== setup: $*" >&2; }
 
 BUILD_DEPS="build-essential pkg-config xz-utils swig python3-venv python3-dev libssl-dev libsrtp2-dev
   uuid-dev libspeex-dev libspeexdsp-dev libgsm1-dev debian-archive-keyring"
-# Test peers: sipp, kamailio, baresip, tshark, sox; iproute2 for the private network namespace.
-TEST_DEPS="sip-tester kamailio baresip-core tshark sox libsox-fmt-all iproute2 procps"
+# Test peers: sipp, kamailio, baresip, tshark, sox; iproute2 for the private network namespace;
+# systemd for systemd-analyze (the units are verified).
+TEST_DEPS="sip-tester kamailio baresip-core tshark sox libsox-fmt-all iproute2 procps systemd"
 
 missing=()
 wanted="$BUILD_DEPS"

@@ -106,7 +106,9 @@ class TestBot:
     __test__ = False  # not a pytest test class
 
     def __init__(self, script: Script | None = None, *, echo: bool = False,
-                 reject_status: int | None = None, hang_handshake: bool = False) -> None:
+                 reject_status: int | None = None, hang_handshake: bool = False,
+                 host: str = "127.0.0.1") -> None:
+        self.host = host
         self.script = script
         self.echo = echo
         self.reject_status = reject_status
@@ -122,7 +124,7 @@ class TestBot:
 
     @property
     def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/bot"
+        return f"ws://{self.host}:{self.port}/bot"
 
     def __enter__(self) -> TestBot:
         self._thread.start()
@@ -147,7 +149,7 @@ class TestBot:
                 self.connections += 1
                 await asyncio.sleep(3600)
 
-            self._server = await asyncio.start_server(hang, "127.0.0.1", 0)
+            self._server = await asyncio.start_server(hang, self.host, 0)
             self.port = self._server.sockets[0].getsockname()[1]
             return
 
@@ -157,7 +159,7 @@ class TestBot:
                 return Response(self.reject_status, "Rejected", Headers(), b"no\n")
             return None
 
-        self._server = await serve(self._handler, "127.0.0.1", 0, compression=None,
+        self._server = await serve(self._handler, self.host, 0, compression=None,
                                    max_size=8 << 20, process_request=process_request)
         self.port = self._server.sockets[0].getsockname()[1]
 

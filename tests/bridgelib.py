@@ -43,8 +43,9 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 class BridgeProcess:
     def __init__(self, workdir: Path, bot_url: str, overrides: dict[str, Any] | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, exec_prefix: list[str] | None = None) -> None:
         self.workdir = workdir
+        self.exec_prefix = exec_prefix or []  # e.g. ip netns exec NAME: run on a test host
         self.sip_port = free_port()
         self.control_port = free_port()  # each bridge its own control listener (/metrics, /status)
         profile: dict[str, Any] = {
@@ -70,7 +71,7 @@ class BridgeProcess:
     def start(self, timeout: float = 20.0) -> BridgeProcess:
         log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bridge", "run", "--profile", str(self.profile_path)],
+            [*self.exec_prefix, sys.executable, "-m", "bridge", "run", "--profile", str(self.profile_path)],
             stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=self.env,
         )
         deadline = time.monotonic() + timeout

@@ -54,14 +54,14 @@ class Run:
     samples: list[ProcSample] = field(default_factory=list)
 
 
-def free_port_block(count: int, avoid: range | None = None) -> int:
+def free_port_block(count: int, avoid: list[range] | None = None) -> int:
     """The first port of `count` consecutive UDP ports free on 127.0.0.1 (RTP for many calls)."""
     import random
     import socket
 
     for _ in range(200):
         base = random.randrange(20000, 60000 - count, 2)
-        if avoid is not None and (base in avoid or base + count in avoid):
+        if any(base < r.stop and r.start < base + count for r in avoid or []):
             continue
         socks = []
         try:
@@ -76,6 +76,25 @@ def free_port_block(count: int, avoid: range | None = None) -> int:
                 sock.close()
         return base
     raise SystemExit(f"bench: no block of {count} free UDP ports")
+
+
+def start_front(work: Path, port: int, targets: list[str]) -> subprocess.Popen[bytes]:
+    """kamailio's dispatcher in front of the bridge processes (the shipped front config)."""
+    if shutil.which("kamailio") is None:
+        raise SystemExit("bench: --workers needs kamailio as the front (apt-get install kamailio)")
+    (work / "dispatcher.list").write_text("".join(f"1 {t}\n" for t in targets))
+    cfg = resources.files("bridge").joinpath("data/kamailio-front.cfg").read_text()
+    cfg = (cfg.replace("@@LISTEN@@", f"127.0.0.1:{port}").replace("@@ADVERTISE@@", f"127.0.0.1:{port}")
+           .replace("@@DISPATCHER@@", str(work / "dispatcher.list")).replace("debug=2", "debug=1"))
+    (work / "front.cfg").write_text(cfg)
+    run_dir = work / "front-run"
+    run_dir.mkdir(exist_ok=True)
+    return subprocess.Popen(["kamailio", "-f", str(work / "front.cfg"), "-DD", "-E", "-Y", str(run_dir)],
+                            stdout=(work / "front.log").open("wb"), stderr=subprocess.STDOUT)
+
+
+def front_pids(front: subprocess.Popen[bytes] | None) -> list[int]:
+    return bridge_pids(front.pid) if front is not None else []
 
 
 def proc_sample(pids: list[int]) -> ProcSample:
@@ -144,8 +163,8 @@ def read_pcap_rtp(path: Path) -> dict[int, list[tuple[float, int]]]:
         if len(ip) < 20 or ip[0] >> 4 != 4 or ip[9] != 17:
             continue
         udp = ip[(ip[0] & 0x0F) * 4 :]
-        if len(udp) < 20 or udp[8] >> 6 != 2:
-            continue
+        if len(udp) < 20 or udp[8] >> 6 != 2 or 200 <= udp[9] <= 204:
+            continue  # not RTP version 2, or RTCP (payload types 200-204)
         src_port = struct.unpack(">H", udp[:2])[0]
         seq = struct.unpack(">H", udp[10:12])[0]
         t = sec + frac / (1e9 if nano else 1e6)
@@ -220,17 +239,26 @@ def run_bench(run: Run, log: Any = print) -> dict[str, Any]:
     if shutil.which("sipp") is None:
         raise SystemExit("bench: sipp is not installed (apt-get install sip-tester)")
     work = run.workdir
-    sip_port, bot_port, sipp_port = free_port(), free_port(), free_port()
-    rtp_count = max(4 * run.calls + 100, 200)
-    rtp_start = free_port_block(rtp_count)
-    sipp_media = free_port_block(4 * run.calls + 20, avoid=range(rtp_start, rtp_start + rtp_count))
+    bot_port, sipp_port = free_port(), free_port()
+    workers = max(1, run.workers)
+    sip_ports = [free_port() for _ in range(workers)]
+    rtp_count = max(4 * math.ceil(run.calls / workers) + 100, 200)
+    rtp_starts: list[int] = []
+    for _ in range(workers):
+        taken = [range(s, s + rtp_count) for s in rtp_starts]
+        rtp_starts.append(free_port_block(rtp_count, avoid=taken))
+    rtp_start = rtp_starts[0]
+    sipp_media = free_port_block(4 * run.calls + 20, avoid=[range(s, s + rtp_count) for s in rtp_starts])
     data = resources.files("bridge").joinpath("data")
     scenario = work / "bench_uac.xml"
     scenario.write_bytes(data.joinpath("bench_uac.xml").read_bytes())
     audio = work / "speech.pcmu"
     audio.write_bytes(data.joinpath("speech.pcmu").read_bytes())
-    profile = work / "bench.yaml"
-    profile.write_text(profile_yaml(run, sip_port, bot_port, rtp_start, rtp_count, "info"))
+    profiles = []
+    for index, (port, start) in enumerate(zip(sip_ports, rtp_starts, strict=True)):
+        profile = work / f"bench-{index}.yaml"
+        profile.write_text(profile_yaml(run, port, bot_port, start, rtp_count, "info"))
+        profiles.append(profile)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
     bot_out = work / "loadbot.json"
@@ -249,25 +277,30 @@ def run_bench(run: Run, log: Any = print) -> dict[str, Any]:
         stderr=subprocess.STDOUT,
         env=env,
     )
-    bridge_log_path = work / "bridge.log"
-    bridge_log = bridge_log_path.open("wb")
-    bridge = subprocess.Popen(
-        [sys.executable, "-m", "bridge", "run", "--profile", str(profile)],
-        stdout=bridge_log,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
+    bridges: list[subprocess.Popen[bytes]] = []
+    bridge_logs = [work / f"bridge-{index}.log" for index in range(workers)]
+    for profile, log_path in zip(profiles, bridge_logs, strict=True):
+        bridges.append(subprocess.Popen([sys.executable, "-m", "bridge", "run", "--profile", str(profile)],
+                                        stdout=log_path.open("wb"), stderr=subprocess.STDOUT, env=env))
+    front: subprocess.Popen[bytes] | None = None
+    target_port = sip_ports[0]
+    if workers > 1:
+        target_port = free_port()
+        front = start_front(work, target_port, [f"sip:127.0.0.1:{p}" for p in sip_ports])
     capture: subprocess.Popen[bytes] | None = None
+    front_base = front_end = None
     try:
         if not wait_for_text(work / "loadbot.log", "loadbot ready", bot, 20):
             raise SystemExit("bench: the load bot did not start:\n" + (work / "loadbot.log").read_text())
-        if not wait_for_text(bridge_log_path, "ready:", bridge, 30):
-            raise SystemExit("bench: the bridge did not start:\n" + bridge_log_path.read_text()[-3000:])
-        time.sleep(0.5)
-        pids = bridge_pids(bridge.pid)
+        for bridge, log_path in zip(bridges, bridge_logs, strict=True):
+            if not wait_for_text(log_path, "ready:", bridge, 30):
+                raise SystemExit("bench: the bridge did not start:\n" + log_path.read_text()[-3000:])
+        time.sleep(2.5 if front is not None else 0.5)  # the front's first OPTIONS round
+        pids = [pid for bridge in bridges for pid in bridge_pids(bridge.pid)]
         base = proc_sample(pids)
+        front_base = proc_sample(front_pids(front)) if front is not None else None
         log(
-            f"bench: bridge up (pid {bridge.pid}, RSS {base.rss_mb:.1f} MB, {base.fds} fds); "
+            f"bench: {workers} bridge process(es) up (RSS {base.rss_mb:.1f} MB, {base.fds} fds); "
             f"{run.calls} calls at {run.rate:g}/s, {run.chunk_ms} ms chunks, {run.duration:g} s"
         )
 
@@ -301,7 +334,7 @@ def run_bench(run: Run, log: Any = print) -> dict[str, Any]:
         sipp = subprocess.Popen(
             [
                 "sipp",
-                f"127.0.0.1:{sip_port}",
+                f"127.0.0.1:{target_port}",
                 "-sf",
                 str(scenario),
                 "-s",
@@ -352,7 +385,7 @@ def run_bench(run: Run, log: Any = print) -> dict[str, Any]:
         next_report = time.monotonic() + 10
         while sipp.poll() is None:
             time.sleep(0.5)
-            sample = proc_sample(bridge_pids(bridge.pid))
+            sample = proc_sample(pids)
             run.samples.append(sample)
             peak_rss = max(peak_rss, sample.rss_mb)
             if steady_from <= sample.t <= steady_to:
@@ -363,18 +396,25 @@ def run_bench(run: Run, log: Any = print) -> dict[str, Any]:
         sipp_rc = sipp.returncode
         elapsed = time.monotonic() - started
         time.sleep(2.0)
-        end = proc_sample(bridge_pids(bridge.pid))
+        end = proc_sample(pids)
+        front_end = proc_sample(front_pids(front)) if front is not None else None
     finally:
         if capture is not None and capture.poll() is None:
             capture.send_signal(signal.SIGINT)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 capture.wait(10)
-        if bridge.poll() is None:
-            bridge.send_signal(signal.SIGTERM)
+        for bridge in bridges:
+            if bridge.poll() is None:
+                bridge.send_signal(signal.SIGTERM)
+        for bridge in bridges:
             try:
                 bridge.wait(60)
             except subprocess.TimeoutExpired:
                 bridge.kill()
+        if front is not None and front.poll() is None:
+            front.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                front.wait(10)
         if bot.poll() is None:
             bot.send_signal(signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -383,11 +423,17 @@ def run_bench(run: Run, log: Any = print) -> dict[str, Any]:
     stats = sipp_stats(work / "sipp_stats.csv")
     bot_figures = json.loads(bot_out.read_text()) if bot_out.exists() else {}
     records = []
-    for line in bridge_log_path.read_text(errors="replace").splitlines():
+    for line in "\n".join(p.read_text(errors="replace") for p in bridge_logs).splitlines():
         if line.startswith("{"):
             with contextlib.suppress(ValueError):
                 records.append(json.loads(line))
-    latency = next((r for r in records if r.get("event") == "latency"), {})
+    summaries = [r for r in records if r.get("event") == "call_summary"]
+    # Each process reports its own histograms; with several, the worst one is shown.
+    latencies = [r for r in records if r.get("event") == "latency"]
+    latency: dict[str, dict[str, float]] = {
+        direction: max((r.get(direction, {}) for r in latencies), key=lambda d: d.get("p99", 0), default={})
+        for direction in ("rtp_to_ws", "ws_to_rtp", "mark_lag")
+    }
     rtt = rtt_percentiles(next(iter(work.glob("*_rtt.csv")), work / "none"))
     wire = pacing(read_pcap_rtp(pcap)) if capture is not None and pcap.exists() else {}
 
@@ -413,6 +459,9 @@ def run_bench(run: Run, log: Any = print) -> dict[str, Any]:
         "elapsed_s": round(elapsed, 1),
         "invite_to_200_ms": rtt,
         "cpu_total_pct": round(cpu_pct, 1),
+        "front_cpu_pct": round(
+            100.0 * (front_end.cpu_s - front_base.cpu_s) / max(0.001, front_end.t - front_base.t), 1)
+        if front_end is not None and front_base is not None else None,
         "cpu_per_call_pct": round(cpu_pct / run.calls, 3) if run.calls else 0.0,
         "rss_base_mb": round(base.rss_mb, 1),
         "rss_peak_mb": round(peak_rss, 1),
@@ -430,10 +479,13 @@ def run_bench(run: Run, log: Any = print) -> dict[str, Any]:
             "rtp_to_ws": latency.get("rtp_to_ws", {}),
             "ws_to_rtp": latency.get("ws_to_rtp", {}),
         },
-        "mark_lag_beyond_audio_ms": bot_figures.get("mark_excess_ms", {}),
+        "mark_lag_ms": latency.get("mark_lag", {}),
         "marks_answered": bot_figures.get("marks_answered", 0),
         "dtmf_received": bot_figures.get("dtmf", 0),
         "streams_stopped": bot_figures.get("stops", 0),
+        "playout_underruns": sum(int(r.get("underruns", 0)) for r in summaries),
+        "media_drops": sum(int(r.get("media_drops", 0)) for r in summaries),
+        "rtp_rx_lost": sum(int(r.get("rtp_rx_lost", 0)) for r in summaries),
     }
     return result
 
@@ -470,11 +522,13 @@ def print_table(r: dict[str, Any]) -> None:
             f"{lat['ws_to_rtp'].get('p50', '-')} / {lat['ws_to_rtp'].get('p99', '-')} ms",
         ),
         (
-            "mark lag beyond its audio p50 / p99",
-            f"{r['mark_lag_beyond_audio_ms'].get('p50', '-')} / "
-            f"{r['mark_lag_beyond_audio_ms'].get('p99', '-')} ms ({r['marks_answered']} marks)",
+            "mark answered after its audio p50 / p99",
+            f"{r['mark_lag_ms'].get('p50', '-')} / {r['mark_lag_ms'].get('p99', '-')} ms "
+            f"({r['marks_answered']} marks)",
         ),
         ("DTMF received by the bot", str(r["dtmf_received"])),
+        ("playout underruns, media drops, RTP lost", f"{r['playout_underruns']}, {r['media_drops']}, "
+                                                     f"{r['rtp_rx_lost']}"),
     ]
     width = max(len(k) for k, _ in rows)
     print("-" * (width + 50))

@@ -70,6 +70,7 @@ class RegisterParams:
     expires: int = 300
     identity: str | None = None
     outbound_proxy: str | None = None
+    contact: str | None = None  # forced Contact (a front/load balancer address)
     retry_min_s: float = 2.0
     retry_max_s: float = 120.0
 
@@ -641,6 +642,8 @@ class SipEngine:
             ac.sipConfig.authCreds.append(pj.AuthCredInfo("digest", reg.realm, reg.username, 0, reg.password))
             if reg.outbound_proxy:
                 ac.sipConfig.proxies.append(reg.outbound_proxy)
+            if reg.contact:
+                ac.sipConfig.contactForced = f"<{reg.contact}>"
         else:
             ac.idUri = f"sip:bridge@{host}:{s.listen_port}"
             ac.regConfig.registerOnAdd = False
@@ -701,6 +704,14 @@ class SipEngine:
     def _shutdown(self) -> None:
         ep = self._ep
         self._run_commands()
+        if self.gate is not None:
+            self.gate.throttle.flush(time.monotonic(), force=True)
+            log.info("INVITEs turned away: %s, over_capacity=%d; peer REFER/Replaces refused: %d",
+                     " ".join(f"{k}={v}" for k, v in self.gate.counters.items()),
+                     self.rejected_over_capacity, self.refused_requests,
+                     extra={"event": "access_counters", **self.gate.counters,
+                            "over_capacity": self.rejected_over_capacity,
+                            "refused_requests": self.refused_requests})
         if self._calls:
             log.info("hanging up %d call(s)", len(self._calls))
             for call in list(self._calls.values()):

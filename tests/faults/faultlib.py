@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.botlib import Stream
+from tests.botlib import Stream, TestBot
 from tests.bridgelib import REPO, BridgeProcess, free_port, rtp_range
 
 # ----------------------------------------------------------------------------------- the table
@@ -54,19 +54,10 @@ def record(group: str, fault: str, *, injected: int = 1, bad_inputs: int = 0, di
 # ----------------------------------------------------------------------------------- the bridge
 
 
-def supports(top_key: str) -> bool:
-    from bridge import config
-
-    return top_key in config._TOP_KEYS
-
-
 def start_bridge(tmp_path: Path, bot_url: str, overrides: dict[str, Any] | None = None,
                  env: dict[str, str] | None = None) -> BridgeProcess:
-    """The bridge as `python -m bridge run`, with its control listener (if any) on a free port."""
-    extra: dict[str, Any] = dict(overrides or {})
-    if supports("control") and "control" not in extra:
-        extra["control"] = {"listen": f"127.0.0.1:{free_port()}"}
-    return BridgeProcess(tmp_path, bot_url, extra, env=env).start()
+    """The bridge as users run it (`python -m bridge run --profile FILE`), started."""
+    return BridgeProcess(tmp_path, bot_url, overrides, env=env).start()
 
 
 def rss_mb(pid: int) -> float:
@@ -278,6 +269,28 @@ def text_frame(text: str) -> bytes:
     else:
         head = bytes([0x81, 127]) + len(data).to_bytes(8, "big")
     return head + data
+
+
+class TlsBot(TestBot):
+    """The test bot behind wss:// with the given certificate."""
+
+    def __init__(self, cert: Path, key: Path, **kwargs: Any) -> None:
+        import ssl
+
+        super().__init__(**kwargs)
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(cert, key)
+
+    @property
+    def url(self) -> str:
+        return f"wss://{self.host}:{self.port}/bot"
+
+    async def _start(self) -> None:
+        from websockets.asyncio.server import serve
+
+        self._server = await serve(self._handler, self.host, 0, compression=None, max_size=8 << 20,
+                                   ssl=self.context)
+        self.port = self._server.sockets[0].getsockname()[1]
 
 
 # ----------------------------------------------------------------------------------- PKI

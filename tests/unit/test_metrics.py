@@ -115,3 +115,20 @@ def test_status_rendering() -> None:
     assert rows[0].startswith("abc@10.0.0.1") and "1:04" in rows[0] and rows[0].endswith("yes")
     assert rows[1].startswith("def@10.0.0.2") and "connecting" in rows[1]
     assert render_status({"calls": []}).splitlines()[-1] == "(no calls)"
+
+
+def test_the_grafana_dashboard_uses_only_metrics_the_bridge_exports() -> None:
+    import re
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "dashboards" / "sip-ws-bridge.json"
+    dashboard = json.loads(path.read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel.get("targets", [])]
+    used = {name for expr in exprs for name in re.findall(r"sip_ws_bridge_[a-z_]+", expr)}
+    state = LiveState(latency={"caller_to_bot": Latency(), "bot_to_caller": Latency()})
+    exported = {name for name, _ in samples(BridgeMetrics(lambda: state, "x").exposition().decode())}
+    assert used and used <= exported, used - exported
+    families = {re.sub(r"_(total|bucket|count|sum|created)$", "", name) for name in exported}
+    shown = {re.sub(r"_(total|bucket|count|sum)$", "", name) for name in used}
+    assert families - shown <= {"sip_ws_bridge_invites", "sip_ws_bridge_registration_enabled",
+                                "sip_ws_bridge_rtp_loss_ratio"}, families - shown
