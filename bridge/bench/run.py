@@ -289,6 +289,7 @@ def run_bench(run: Run, log: Any = print) -> dict[str, Any]:
         front = start_front(work, target_port, [f"sip:127.0.0.1:{p}" for p in sip_ports])
     capture: subprocess.Popen[bytes] | None = None
     front_base = front_end = None
+    load_base = load_end = sipp_base = sipp_last = ProcSample(0.0, 0.0, 0.0, 0)
     try:
         if not wait_for_text(work / "loadbot.log", "loadbot ready", bot, 20):
             raise SystemExit("bench: the load bot did not start:\n" + (work / "loadbot.log").read_text())
@@ -299,6 +300,7 @@ def run_bench(run: Run, log: Any = print) -> dict[str, Any]:
         pids = [pid for bridge in bridges for pid in bridge_pids(bridge.pid)]
         base = proc_sample(pids)
         front_base = proc_sample(front_pids(front)) if front is not None else None
+        load_base = proc_sample([bot.pid])
         log(
             f"bench: {workers} bridge process(es) up (RSS {base.rss_mb:.1f} MB, {base.fds} fds); "
             f"{run.calls} calls at {run.rate:g}/s, {run.chunk_ms} ms chunks, {run.duration:g} s"
@@ -381,12 +383,15 @@ def run_bench(run: Run, log: Any = print) -> dict[str, Any]:
         steady_from = started + ramp + 2.0
         steady_to = started + min(run.duration, ramp + run.hold) - 1.0
         steady: list[ProcSample] = []
+        sipp_base = sipp_last = proc_sample([sipp.pid])
         peak_rss = base.rss_mb
         next_report = time.monotonic() + 10
         while sipp.poll() is None:
             time.sleep(0.5)
             sample = proc_sample(pids)
             run.samples.append(sample)
+            if sipp.poll() is None:
+                sipp_last = proc_sample([sipp.pid])
             peak_rss = max(peak_rss, sample.rss_mb)
             if steady_from <= sample.t <= steady_to:
                 steady.append(sample)
@@ -394,6 +399,7 @@ def run_bench(run: Run, log: Any = print) -> dict[str, Any]:
                 next_report = sample.t + 10
                 log(f"bench: t={sample.t - started:5.0f}s RSS {sample.rss_mb:6.1f} MB, {sample.fds} fds")
         sipp_rc = sipp.returncode
+        load_end = proc_sample([bot.pid])
         elapsed = time.monotonic() - started
         time.sleep(2.0)
         end = proc_sample(pids)
@@ -437,6 +443,8 @@ def run_bench(run: Run, log: Any = print) -> dict[str, Any]:
     rtt = rtt_percentiles(next(iter(work.glob("*_rtt.csv")), work / "none"))
     wire = pacing(read_pcap_rtp(pcap)) if capture is not None and pcap.exists() else {}
 
+    warm_at = started + ramp + min(run.hold, run.duration / 2)
+    warm = next((s for s in run.samples if s.t >= warm_at), None)
     cpu_pct = 0.0
     if len(steady) >= 2:
         cpu_pct = 100.0 * (steady[-1].cpu_s - steady[0].cpu_s) / (steady[-1].t - steady[0].t)
@@ -459,6 +467,8 @@ def run_bench(run: Run, log: Any = print) -> dict[str, Any]:
         "elapsed_s": round(elapsed, 1),
         "invite_to_200_ms": rtt,
         "cpu_total_pct": round(cpu_pct, 1),
+        "load_bot_cpu_pct": _cpu_pct(load_base, load_end),
+        "sipp_cpu_pct": _cpu_pct(sipp_base, sipp_last),
         "front_cpu_pct": round(
             100.0 * (front_end.cpu_s - front_base.cpu_s) / max(0.001, front_end.t - front_base.t), 1)
         if front_end is not None and front_base is not None else None,
@@ -467,6 +477,9 @@ def run_bench(run: Run, log: Any = print) -> dict[str, Any]:
         "rss_peak_mb": round(peak_rss, 1),
         "rss_per_call_mb": round((peak_rss - base.rss_mb) / run.calls, 3) if run.calls else 0.0,
         "rss_end_mb": round(end.rss_mb, 1),
+        # Under load: once the first calls were replaced (warm-up) and at the end of the load.
+        "rss_warm_mb": round(warm.rss_mb, 1) if warm else None,
+        "rss_last_load_mb": round(steady[-1].rss_mb, 1) if steady else None,
         "fds_start": base.fds,
         "fds_end": end.fds,
         "late_frame_pct_to_bot": round(100.0 * (bot_figures.get("late_events", 0)) / to_bot, 3)
@@ -488,6 +501,10 @@ def run_bench(run: Run, log: Any = print) -> dict[str, Any]:
         "rtp_rx_lost": sum(int(r.get("rtp_rx_lost", 0)) for r in summaries),
     }
     return result
+
+
+def _cpu_pct(start: ProcSample, end: ProcSample) -> float:
+    return round(100.0 * (end.cpu_s - start.cpu_s) / (end.t - start.t), 1) if end.t > start.t else 0.0
 
 
 def print_table(r: dict[str, Any]) -> None:
@@ -527,6 +544,11 @@ def print_table(r: dict[str, Any]) -> None:
             f"({r['marks_answered']} marks)",
         ),
         ("DTMF received by the bot", str(r["dtmf_received"])),
+        (
+            "load generators' CPU (bot, sipp, front)",
+            f"{r['load_bot_cpu_pct']} %, {r['sipp_cpu_pct']} %, "
+            f"{'-' if r['front_cpu_pct'] is None else r['front_cpu_pct']} %",
+        ),
         ("playout underruns, media drops, RTP lost", f"{r['playout_underruns']}, {r['media_drops']}, "
                                                      f"{r['rtp_rx_lost']}"),
     ]
