@@ -33,8 +33,10 @@ class MediaChannel:
         self._rx_store = bytearray(frame_bytes * ring_frames)
         view = memoryview(self._rx_store)
         self._rx_slots = [view[i * frame_bytes : (i + 1) * frame_bytes] for i in range(ring_frames)]
-        self._rx_written = 0  # frames committed by the clock thread
-        self._rx_read = 0  # frames taken by the loop
+        # Frame counters of the caller-audio ring (read-only outside this class): the clock
+        # thread advances rx_written, the loop advances rx_read.
+        self.rx_written = 0
+        self.rx_read = 0
         self.rx_overrun_frames = 0
         self._tx_frame = bytearray(frame_bytes)
         self._silence = bytes(frame_bytes)
@@ -51,16 +53,16 @@ class MediaChannel:
 
     def rx_slot(self) -> memoryview:
         """The slot the next caller frame is copied into (then `rx_commit`)."""
-        return self._rx_slots[self._rx_written % self._ring_frames]
+        return self._rx_slots[self.rx_written % self._ring_frames]
 
     def rx_commit(self) -> None:
-        self._rx_written += 1
+        self.rx_written += 1
         if self._notify is not None:
             self._notify()
 
     def rx_commit_silence(self) -> None:
         """A heartbeat (empty frame): the stream to the bot never pauses, so it becomes silence."""
-        self._rx_slots[self._rx_written % self._ring_frames][:] = self._silence
+        self._rx_slots[self.rx_written % self._ring_frames][:] = self._silence
         self.rx_commit()
 
     def tx_frame(self) -> bytes | bytearray:
@@ -82,12 +84,12 @@ class MediaChannel:
     @property
     def rx_frames_ready(self) -> int:
         """Caller frames committed and not yet taken (the pump waits for a whole chunk)."""
-        return self._rx_written - self._rx_read
+        return self.rx_written - self.rx_read
 
     def rx_take(self) -> bytes:
         """Caller PCM committed since the last call, oldest first (b"" when none)."""
-        start = self._rx_read
-        end = self._rx_written
+        start = self.rx_read
+        end = self.rx_written
         if end == start:
             return b""
         limit = self._ring_frames - 1  # the slot being written next is never read
@@ -97,11 +99,11 @@ class MediaChannel:
         n = self._ring_frames
         data = b"".join(self._rx_slots[i % n] for i in range(start, end))
         # The clock thread may have lapped us while we copied: discard what it overwrote.
-        lapped = self._rx_written - start - limit
+        lapped = self.rx_written - start - limit
         if lapped > 0:
             self.rx_overrun_frames += lapped
             data = data[lapped * self.frame_bytes :]
-        self._rx_read = end
+        self.rx_read = end
         return data
 
     def write_audio(self, pcm: bytes) -> int:
@@ -128,7 +130,7 @@ class MediaChannel:
     @property
     def rx_frames(self) -> int:
         """Caller frames committed by the clock thread so far (a counter, for metrics)."""
-        return self._rx_written
+        return self.rx_written
 
     @property
     def playout(self) -> PlayoutBuffer:
