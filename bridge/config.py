@@ -49,6 +49,7 @@ from bridge.config_guard import (
     parse_sip_guard,
     sip_guard_dict,
 )
+from bridge.config_tap import TAP_KEYS, StreamMode, TapSettings, parse_mode, parse_tap, tap_dict
 from bridge.errors import ConfigError
 
 __all__ = [
@@ -161,7 +162,8 @@ class SipSettings:
     user_agent: str = DEFAULT_USER_AGENT
     forward_headers: tuple[str, ...] = ("X-*",)
     register: RegisterSettings | None = None
-    guard: SipGuard = field(default_factory=SipGuard)  # allow_from, rate_limit, inbound_auth, tls, srtp (config_guard.py)
+    # allow_from, rate_limit, inbound_auth, tls, srtp (bridge/config_guard.py)
+    guard: SipGuard = field(default_factory=SipGuard)
 
     @property
     def listen(self) -> str:
@@ -222,7 +224,8 @@ class BotSettings:
     url_header_allowed_hosts: tuple[str, ...] = ()
     on_unreachable: UnreachablePolicy = UnreachablePolicy()
     on_close: ClosePolicy = ClosePolicy()
-    guard: BotGuard = field(default_factory=BotGuard)  # stall_timeout, ping_interval, ping_timeout, tls (config_guard.py)
+    # stall_timeout, ping_interval, ping_timeout, tls (bridge/config_guard.py)
+    guard: BotGuard = field(default_factory=BotGuard)
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,9 +273,11 @@ class Profile:
     warnings: tuple[str, ...] = ()
     control: ControlSettings = ControlSettings()
     recording: RecordingSettings = RecordingSettings()
+    mode: StreamMode = "bot"  # tap: every INVITE is an agent-assist tap (config_tap.py)
+    tap: TapSettings = field(default_factory=TapSettings)
 
 
-_TOP_KEYS: Final = ("name", "sip", "bot", "media", "logging", "control", "recording")
+_TOP_KEYS: Final = ("name", "sip", "bot", "media", "logging", "control", "recording", "mode", "tap")
 _SIP_KEYS: Final = (
     "listen",
     "transports",
@@ -1356,9 +1361,11 @@ def parse_profile(
     )
     control = _parse_control(ctx, top.section("control", _CONTROL_KEYS))
     recording = _parse_recording(ctx, top.section("recording", _RECORDING_KEYS))
+    mode = parse_mode(top)
+    tap = parse_tap(ctx, top.section("tap", TAP_KEYS))
     return Profile(
         name=profile_name, sip=sip, bot=bot, media=media, logging=logging, warnings=tuple(ctx.warnings),
-        control=control, recording=recording,
+        control=control, recording=recording, mode=mode, tap=tap,
     )
 
 
@@ -1507,6 +1514,7 @@ def _profile_to_dict(profile: Profile) -> dict[str, object]:
             "retention_days": profile.recording.retention_days,
             "max_files": profile.recording.max_files,
         },
+        **tap_dict(profile.mode, profile.tap),
     }
 
 

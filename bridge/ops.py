@@ -272,9 +272,12 @@ class Operations:
         )
 
     def healthz(self) -> Response:
-        # Answering at all shows the loop turns; the engine must have started and not stopped.
-        if self.bridge.engine is None or not self.bridge.started.is_set():
+        # Answering at all shows the loop turns; the SIP thread must run too.
+        engine = self.bridge.engine
+        if engine is None or not self.bridge.started.is_set():
             return Response(503, b"starting\n")
+        if not engine.running:
+            return Response(503, b"the SIP stack stopped\n")
         return Response(200, b"ok\n")
 
     def not_ready_reasons(self) -> list[str]:

@@ -22,6 +22,7 @@ from bridge.ops import Operations
 from bridge.sip import CallEnd, DtmfMethod, IncomingCall, MediaInfo, RegistrationState, StreamStats
 from bridge.sip.access import RateLimit
 from bridge.sip.engine import EngineSettings, RegisterParams, SipEngine, TlsParams
+from bridge.tap.service import TapService
 from bridge.ws.tls import bot_ssl_context
 
 log = logging.getLogger("bridge.service")
@@ -132,12 +133,13 @@ class Bridge:
         self._stopping = asyncio.Event()
         self.started = asyncio.Event()
         self.ops = Operations(self, call_policy)  # systemd, control listener, metrics, recordings
+        self.taps = TapService(self)  # agent-assist taps: sees every engine event first (bridge/tap/)
 
     # ---- lifecycle --------------------------------------------------------------------
 
     async def run(self, *, install_signal_handlers: bool = True, drain_timeout: float = 10.0) -> None:
         self.loop = asyncio.get_running_loop()
-        self.engine = SipEngine(engine_settings(self.profile), self, self.loop)
+        self.engine = SipEngine(engine_settings(self.profile), self.taps, self.loop)
         await self.loop.run_in_executor(None, self.engine.start)
         try:
             await self.ops.start()
@@ -178,7 +180,9 @@ class Bridge:
     async def _drain(self, timeout: float) -> None:
         for call in list(self.calls.values()):
             call.request_stop("bridge shutting down")
+        self.taps.stop_all()
         tasks = list(self.tasks.values())
+        await self.taps.wait(timeout)
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=timeout)
             for task in pending:
@@ -206,6 +210,7 @@ class Bridge:
         for call in self.calls.values():
             if call.pumping and call.pump_due():
                 call.pump(tick_at=tick_at)
+        self.taps.pump()
 
     # ---- SipEventSink -----------------------------------------------------------------
 

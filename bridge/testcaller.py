@@ -73,6 +73,9 @@ class _Sink:
     def on_call_rtp_timeout(self, handle: int, seconds: float) -> None:
         pass  # the test caller runs without an RTP timeout
 
+    def on_call_metadata(self, handle: int, message: str) -> None:
+        pass  # only tap calls report SIPREC metadata
+
     def on_registration(self, state: RegistrationState) -> None:
         pass
 

@@ -57,6 +57,9 @@ def encode_connected() -> str:
 
 
 def encode_start(seq: int, info: StartInfo) -> str:
+    media_format = {"encoding": "base64", "sample_rate": str(info.sample_rate), "bit_rate": info.bit_rate}
+    if info.channels != 1:
+        media_format["channels"] = str(info.channels)  # only stereo taps say it: mono is the contract
     return _dumps(
         {
             "event": "start",
@@ -69,11 +72,7 @@ def encode_start(seq: int, info: StartInfo) -> str:
                 "from": info.from_,
                 "to": info.to,
                 "custom_parameters": dict(info.custom_parameters),
-                "media_format": {
-                    "encoding": "base64",
-                    "sample_rate": str(info.sample_rate),
-                    "bit_rate": info.bit_rate,
-                },
+                "media_format": media_format,
             },
         }
     )

@@ -44,10 +44,14 @@ class StartInfo:
     to: str
     custom_parameters: Mapping[str, str] = field(default_factory=dict)
     sample_rate: int = 8000
+    # 2 only for a stereo tap (PCM16LE interleaved, `media_format.channels` "2"); bots get mono.
+    channels: int = 1
 
     def __post_init__(self) -> None:
         if self.sample_rate not in SAMPLE_RATES:
             raise ValueError(f"sample_rate must be one of {SAMPLE_RATES}, not {self.sample_rate!r}")
+        if self.channels not in (1, 2):
+            raise ValueError(f"channels must be 1 or 2, not {self.channels!r}")
         # Every scalar on the wire is a string; a stray int here would silently change the JSON type.
         for name in ("stream_sid", "call_sid", "account_sid", "from_", "to"):
             if not isinstance(getattr(self, name), str):
@@ -60,8 +64,8 @@ class StartInfo:
 
     @property
     def bit_rate(self) -> str:
-        """`128kbps`/`256kbps`/`384kbps`: 16-bit mono PCM at the socket's rate."""
-        return f"{self.sample_rate * 16 // 1000}kbps"
+        """`128kbps`/`256kbps`/`384kbps`: 16-bit mono PCM at the socket's rate (twice that in stereo)."""
+        return f"{self.sample_rate * 16 * self.channels // 1000}kbps"
 
 
 @dataclass(frozen=True, slots=True)

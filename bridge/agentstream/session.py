@@ -141,8 +141,8 @@ class StreamSession:
 
     @property
     def chunk_bytes(self) -> int:
-        """Bytes of PCM16 in one chunk of `chunk_ms` at the stream's rate (1600 for 100 ms at 8 kHz)."""
-        return self._rate * self.chunk_ms // 1000 * 2
+        """Bytes of PCM16 in one chunk of `chunk_ms` at the stream's rate (1600 for 100 ms at 8 kHz mono)."""
+        return self._rate * self.chunk_ms // 1000 * 2 * self.info.channels
 
     @property
     def pending_marks(self) -> tuple[str, ...]:
@@ -169,10 +169,12 @@ class StreamSession:
             self._raise_unless_stopped("media")
             return None
         n = len(pcm)
-        if n == 0 or n & 1:
-            raise ValueError(f"media needs whole 16-bit samples, got {n} bytes")
+        frame = 2 * self.info.channels  # bytes per sample of every channel
+        if n == 0 or n % frame:
+            raise ValueError(f"media needs whole 16-bit samples of {self.info.channels} channel(s), "
+                             f"got {n} bytes")
         self._chunk += 1
-        self._samples += n >> 1
+        self._samples += n // frame
         seq = self._seq
         self._seq = seq + 1
         return self._media(seq, self._chunk, self._samples * 1000 // self._rate, pcm)

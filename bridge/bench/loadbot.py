@@ -75,7 +75,7 @@ class LoadBot:
                         fig.missing_ms += int(ts - last_ts - payload_ms)
                     last_ts = ts
                     fig.lags.append((now - first_arrival) * 1000.0 - ts)
-                    await ws.send(json.dumps({"event": "media", "stream_sid": sid, "media": media}))
+                    await _send(ws, {"event": "media", "stream_sid": sid, "media": media})
                     if play_started is None:
                         play_started = now
                     echoed_ms += payload_ms
@@ -84,12 +84,10 @@ class LoadBot:
                         name = f"m{fig.media}"
                         ahead = max(0.0, echoed_ms - (now - play_started) * 1000.0)
                         marks[name] = (now, ahead)
-                        await ws.send(
-                            json.dumps({"event": "mark", "stream_sid": sid, "mark": {"name": name}})
-                        )
+                        await _send(ws, {"event": "mark", "stream_sid": sid, "mark": {"name": name}})
                     if self.clear_every_s and now >= next_clear:
                         next_clear = now + self.clear_every_s
-                        await ws.send(json.dumps({"event": "clear", "stream_sid": sid}))
+                        await _send(ws, {"event": "clear", "stream_sid": sid})
                         play_started, echoed_ms = now, 0.0
                 elif event == "mark":
                     sent = marks.pop(msg["mark"]["name"], None)
@@ -131,6 +129,14 @@ class LoadBot:
             "stops": sum(f.stops for f in self.streams),
             "closed_cleanly": sum(f.closed_cleanly for f in self.streams),
         }
+
+
+async def _send(ws: ServerConnection, message: dict[str, Any]) -> None:
+    """Send unless the bridge already closed (after `stop`): then keep reading what arrived."""
+    try:
+        await ws.send(json.dumps(message))
+    except ConnectionClosed:
+        pass
 
 
 def _percentiles(values: list[float]) -> dict[str, float]:

@@ -24,6 +24,8 @@ class IncomingCall:
     to_user: str
     source: str  # "ip:port" the INVITE came from
     headers: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+    # The INVITE's body as text (SDP, or multipart SDP + rs-metadata for SIPREC): read by taps.
+    body: str = ""
 
     def header(self, name: str) -> str | None:
         lname = name.lower()
@@ -81,5 +83,8 @@ class SipEventSink(Protocol):
 
     def on_call_rtp_timeout(self, handle: int, seconds: float) -> None:
         """No RTP from the caller for `seconds` while audio was expected (see rtpwatch.py)."""
+
+    def on_call_metadata(self, handle: int, message: str) -> None:
+        """A request within a tap call (re-INVITE, UPDATE) carried SIPREC metadata; `message` is all of it."""
 
     def on_registration(self, state: RegistrationState) -> None: ...

@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 import pjsua2 as pj
 
 from bridge.audio.channel import MediaChannel
+from bridge.audio.ticks import TickCounter
 from bridge.errors import SipStackError
 from bridge.sip import (
     CallEnd,
@@ -44,6 +45,7 @@ from bridge.sip import (
 )
 from bridge.sip.access import InboundGate, RateLimit
 from bridge.sip.digest import DigestAuthenticator
+from bridge.sip.dtmf import DtmfTracker
 from bridge.sip.message import parse_headers, uri_user
 from bridge.sip.rtpwatch import RtpWatch
 
@@ -193,6 +195,22 @@ class _MediaPort(pj.AudioMediaPort):  # type: ignore[misc]
         # else: an untouched (NONE) frame, which the stream encodes as silence: RTP never pauses.
 
 
+class _TickPort(pj.AudioMediaPort):  # type: ignore[misc]
+    """Counts conference ticks for taps: the conference reads it (it transmits to slot 0) in the
+    first phase of every tick, before it hands any port that tick's frame."""
+
+    def __init__(self, ticks: TickCounter) -> None:
+        super().__init__()
+        self._ticks = ticks
+        self._pin_pending = _PIN_GIL
+
+    def onFrameRequested(self, frame: Any) -> None:
+        if self._pin_pending:
+            self._pin_pending = False
+            _pin_thread_state()
+        self._ticks.value += 1  # the frame stays NONE: nothing is played
+
+
 class _Call(pj.Call):  # type: ignore[misc]
     def __init__(self, engine: SipEngine, account: Any, handle: int, call_id: int = pj.PJSUA_INVALID_ID):
         super().__init__(account, call_id)
@@ -204,12 +222,17 @@ class _Call(pj.Call):  # type: ignore[misc]
         self.ended_locally = False
         self.answered = False
         self.stats = StreamStats()
-        self.dtmf_pending: tuple[str, DtmfMethod, int, float] | None = None  # digit, method, ms, since
+        self.dtmf = DtmfTracker()  # one report per key press, also with reordered packets
         self.redirected: tuple[int, str] | None = None
         self.srtp = False
         self.media_index = -1
         self.rx_expected = False  # media active and not held: RTP should be arriving
         self.rtp_watch: RtpWatch | None = None
+        # A tap (receive only): one channel per SDP media line (None: not taken); never transmits.
+        self.tap_channels: list[MediaChannel | None] | None = None
+        self.tap_ports: dict[int, _MediaPort] = {}
+        self.tap_slots: dict[int, int] = {}
+        self.tap_media_count = 0  # m-lines in the offer: the call setting for every answer
 
     # -- callbacks (sip thread) --
 
@@ -233,6 +256,9 @@ class _Call(pj.Call):  # type: ignore[misc]
     @_guarded
     def onCallMediaState(self, prm: Any) -> None:
         ci = self.getInfo()
+        if self.tap_channels is not None:
+            self._connect_tap_media(ci, self.tap_channels)
+            return
         self.rx_expected = False
         for index, media in enumerate(ci.media):
             if media.type != pj.PJMEDIA_TYPE_AUDIO:
@@ -268,6 +294,59 @@ class _Call(pj.Call):  # type: ignore[misc]
                 info = MediaInfo(codec="?", clock_rate=0, remote_rtp="")
             self.engine._emit("on_call_media", self.handle, info)
 
+    def _connect_tap_media(self, ci: Any, channels: list[MediaChannel | None]) -> None:
+        """Each received stream into its own port; no port ever transmits into the call.
+
+        Recorded streams are sendonly from the far end, so they report REMOTE_HOLD while audio
+        flows; both that and ACTIVE are taken. The RTP watch follows the first stream."""
+        first = True
+        for index, media in enumerate(ci.media):
+            if media.type != pj.PJMEDIA_TYPE_AUDIO or index >= len(channels):
+                continue
+            channel = channels[index]
+            if channel is None:
+                continue
+            if media.status not in (pj.PJSUA_CALL_MEDIA_ACTIVE, pj.PJSUA_CALL_MEDIA_REMOTE_HOLD):
+                continue
+            audio = self.getAudioMedia(index)
+            slot = audio.getPortId()
+            port = self.tap_ports.get(index)
+            if port is None:
+                fmt = pj.MediaFormatAudio()
+                fmt.init(pj.PJMEDIA_FORMAT_PCM, self.engine.settings.clock_rate, 1, 20000, 16)
+                port = _MediaPort(channel)
+                port.createPort(f"tap{self.handle}.{index}", fmt)
+                self.tap_ports[index] = port
+            if first:
+                self.media_index = index
+                self.rx_expected = True
+            if self.tap_slots.get(index) != slot:
+                audio.startTransmit(port)  # stream -> port only
+                self.tap_slots[index] = slot
+                if first:
+                    try:
+                        si = self.getStreamInfo(index)
+                        info = MediaInfo(codec=si.codecName, clock_rate=si.codecClockRate,
+                                         remote_rtp=si.remoteRtpAddress, srtp=self.srtp)
+                    except pj.Error:
+                        info = MediaInfo(codec="?", clock_rate=0, remote_rtp="")
+                    self.engine._emit("on_call_media", self.handle, info)
+            first = False
+
+    @_guarded
+    def onCallTsxState(self, prm: Any) -> None:
+        # A tap follows SIPREC metadata updates: any request the far end sends within the call
+        # (re-INVITE, UPDATE) whose body carries rs-metadata goes to the loop as a whole.
+        if self.tap_channels is None:
+            return
+        event = prm.e
+        if event.type != pj.PJSIP_EVENT_TSX_STATE or event.body.tsxState.type != pj.PJSIP_EVENT_RX_MSG:
+            return
+        message = str(event.body.tsxState.src.rdata.wholeMsg)
+        if message.startswith("SIP/") or "rs-metadata" not in message:
+            return
+        self.engine._emit("on_call_metadata", self.handle, message)
+
     @_guarded
     def onCallSdpCreated(self, prm: Any) -> None:
         # Our offer or answer: with SRTP it carries SDES keys (a=crypto) or a SAVP profile.
@@ -291,25 +370,16 @@ class _Call(pj.Call):  # type: ignore[misc]
     @_guarded
     def onDtmfEvent(self, prm: Any) -> None:
         method: DtmfMethod = "info" if prm.method == pj.PJSUA_DTMF_METHOD_SIP_INFO else "rfc4733"
-        is_end = bool(prm.flags & _DTMF_IS_END)
-        is_update = bool(prm.flags & _DTMF_IS_UPDATE)
         duration = int(prm.duration) if prm.duration < 0xFFFFFFFF else 0
-        if not is_update and not is_end:
-            self._flush_dtmf()  # a new digit started while the previous never ended
-            self.dtmf_pending = (prm.digit, method, duration, time.monotonic())
-            return
-        if is_end:
-            self.dtmf_pending = None
-            self.engine._emit("on_call_dtmf", self.handle, prm.digit, duration, method)
-        elif self.dtmf_pending is not None:
-            digit, meth, _, since = self.dtmf_pending
-            self.dtmf_pending = (digit, meth, duration, since)
+        reports = self.dtmf.event(str(prm.digit), method, int(prm.timestamp), duration,
+                                  is_update=bool(prm.flags & _DTMF_IS_UPDATE),
+                                  is_end=bool(prm.flags & _DTMF_IS_END), now=time.monotonic())
+        for digit, ms, meth in reports:
+            self.engine._emit("on_call_dtmf", self.handle, digit, ms, meth)
 
     def _flush_dtmf(self) -> None:
-        if self.dtmf_pending is not None:
-            digit, method, duration, _ = self.dtmf_pending
-            self.dtmf_pending = None
-            self.engine._emit("on_call_dtmf", self.handle, digit, duration, method)
+        for digit, ms, meth in self.dtmf.flush():
+            self.engine._emit("on_call_dtmf", self.handle, digit, ms, meth)
 
     def onCallRedirected(self, prm: Any) -> int:
         # Report a 3xx to the application as the call's end instead of silently dialling the
@@ -381,6 +451,8 @@ class SipEngine:
         self.gate: InboundGate | None = None  # made on the sip thread (it may resolve host names)
         self._next_media_check = 0.0
         self.rejected_invites: dict[str, int] = {}  # by reason (over_capacity, shutting_down), for metrics
+        self.conference_ticks = TickCounter()  # counted by _TickPort once the first tap is answered
+        self._tick_port: _TickPort | None = None
 
     # ---- lifecycle --------------------------------------------------------------------
 
@@ -401,6 +473,11 @@ class SipEngine:
     @property
     def active_calls(self) -> int:
         return len(self._calls)
+
+    @property
+    def running(self) -> bool:
+        """The SIP thread is alive (for /healthz)."""
+        return self._thread is not None and self._thread.is_alive()
 
     # ---- commands (any thread) ----------------------------------------------------------
 
@@ -427,6 +504,35 @@ class SipEngine:
             call.answer(_op(200))
 
         self._call_op(handle, do)
+
+    def ringing_tap(self, handle: int, media_count: int, audio_count: int) -> None:
+        """180 for a tap: fixes the call setting (every offered audio stream answered, receive only)."""
+        def do(call: _Call) -> None:
+            call.tap_media_count = media_count
+            call.answer(_tap_op(180, media_count, audio_count))
+
+        self._call_op(handle, do)
+
+    def answer_tap(self, handle: int, channels: list[MediaChannel | None]) -> None:
+        """200 for a tap: channels[i] gets the audio of SDP media line i; nothing is ever sent
+        into the call (the answer is a=recvonly and no port transmits to the call)."""
+        def do(call: _Call) -> None:
+            self._ensure_tick_port()
+            call.tap_channels = list(channels)
+            audio_count = sum(1 for channel in channels if channel is not None)
+            call.answer(_tap_op(200, max(call.tap_media_count, len(channels)), audio_count))
+
+        self._call_op(handle, do)
+
+    def _ensure_tick_port(self) -> None:
+        if self._tick_port is not None:
+            return
+        fmt = pj.MediaFormatAudio()
+        fmt.init(pj.PJMEDIA_FORMAT_PCM, self.settings.clock_rate, 1, 20000, 16)
+        port = _TickPort(self.conference_ticks)
+        port.createPort("ticks", fmt)
+        port.startTransmit(self._ep.audDevManager().getPlaybackDevMedia())
+        self._tick_port = port
 
     def reject(self, handle: int, code: int, reason: str = "", headers: dict[str, str] | None = None) -> None:
         def do(call: _Call) -> None:
@@ -536,8 +642,8 @@ class SipEngine:
                 log.warning("re-registration could not be sent: %s", exc.info())
                 self._schedule_reg_retry()
         for call in self._calls.values():
-            pending = call.dtmf_pending
-            if pending is not None and now - pending[3] > _DTMF_END_WAIT_S:
+            since = call.dtmf.pending_since
+            if since is not None and now - since > _DTMF_END_WAIT_S:
                 call._flush_dtmf()
         if now >= self._next_media_check:
             self._next_media_check = now + 1.0
@@ -650,6 +756,8 @@ class SipEngine:
         if s.client_auth is not None and reg is None:
             user, password = s.client_auth
             ac.sipConfig.authCreds.append(pj.AuthCredInfo("digest", "*", user, 0, password))
+        # SIPREC (RFC 7866) recording sessions are taken as taps; PJSIP checks their form.
+        ac.callConfig.siprecUse = pj.PJSUA_SIP_SIPREC_OPTIONAL
         ac.mediaConfig.srtpUse = _SRTP_USE[s.srtp]
         # SDES keys may travel over plain UDP/TCP SIP: SRTP where the peer offers it still beats
         # clear RTP on a separate path. For keys that never travel in clear, use sip.tls.
@@ -739,6 +847,7 @@ class SipEngine:
         self._calls.clear()
         self._dead.clear()
         self._account = None
+        self._tick_port = None
         gc.collect()
         if self._ep is not None:
             try:
@@ -786,6 +895,7 @@ class SipEngine:
             to_user=uri_user(ci.localUri),
             source=rdata.srcAddress,
             headers=tuple(parse_headers(rdata.wholeMsg)),
+            body=_message_body(rdata.wholeMsg),
         )
         self._emit("on_incoming_call", incoming)
 
@@ -853,6 +963,27 @@ def _op(code: int, reason: str = "", headers: dict[str, str] | None = None) -> A
         hdr.hValue = value
         prm.txOption.headers.append(hdr)
     return prm
+
+
+def _tap_op(code: int, media_count: int, audio_count: int) -> Any:
+    """The same call setting for a tap's 180 and 200 (PJSIP takes the first one it sees): every
+    offered audio stream answered, each receive only (a=recvonly)."""
+    prm = _op(code)
+    prm.opt.audioCount = max(1, audio_count)
+    prm.opt.videoCount = 0
+    prm.opt.flag |= pj.PJSUA_CALL_SET_MEDIA_DIR
+    for _ in range(max(1, media_count)):
+        prm.opt.mediaDir.append(pj.PJMEDIA_DIR_DECODING)
+    return prm
+
+
+def _message_body(message: str) -> str:
+    """What follows the header block of a SIP message."""
+    for separator in ("\r\n\r\n", "\n\n"):
+        _, found, body = message.partition(separator)
+        if found:
+            return body
+    return ""
 
 
 def _response_code(event: Any, default: int) -> int:

@@ -17,26 +17,30 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    rows = list(ROWS) + [FaultRow("FAILED", name, survived=False, note="see the failure above")
-                         for name in _FAILED]
+    failed = [FaultRow("FAILED", name, survived=False, note="see the failure above") for name in _FAILED]
+    rows = list(ROWS) + failed
     if not rows:
         return
     write = terminalreporter.write_line
     terminalreporter.section("faults and bad input: what was injected and what survived")
-    widths = (10, 62, 8, 8, 10, 9, 14)
+    widths = (8, 72, 8, 8, 9, 9, 11)
     head = ("group", "fault", "injected", "survived", "bad input", "disturbed", "baseline")
     write("  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)))
     write("  ".join("-" * w for w in widths))
     for row in rows:
-        cells = (row.group, row.fault[:62], str(row.injected), "yes" if row.survived else "NO",
-                 str(row.bad_inputs), str(row.disturbed), row.baseline)
+        disturbed = f"{row.disturbed} of {row.others}" if row.others else "-"
+        cells = (row.group, row.fault[:72], str(row.injected), "yes" if row.survived else "NO",
+                 str(row.bad_inputs), disturbed, row.baseline)
         write("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)))
     survived = [r for r in rows if r.survived]
     checked = [r for r in rows if r.baseline.startswith("ok")]
+    faults = [r for r in rows if r.group != "fuzz"]
+    fuzzed = sum(r.injected for r in rows if r.group == "fuzz")
     write("")
-    write(f"faults injected: {sum(r.injected for r in rows)} in {len(rows)} cases; survived: "
-          f"{len(survived)}/{len(rows)} cases")
+    write(f"faults injected: {sum(r.injected for r in faults)} in {len(faults)} cases (+ {fuzzed} fuzz "
+          f"examples); survived: {len(survived)} of {len(rows)} cases")
     write(f"bad inputs tried: {sum(r.bad_inputs for r in rows)}")
-    write(f"other calls disturbed: {sum(r.disturbed for r in rows)} (must be 0)")
-    write(f"memory and calls back to baseline: {len(checked)} cases checked, all ok"
-          if checked else "memory and calls back to baseline: not checked in this run")
+    write(f"other calls disturbed: {sum(r.disturbed for r in rows)} of {sum(r.others for r in rows)} "
+          "checked (must be 0)")
+    write(f"memory and calls back to baseline: {len(checked)} cases checked, all ok" if checked
+          else "memory and calls back to baseline: not checked in this run")

@@ -12,6 +12,7 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import socket
@@ -38,6 +39,7 @@ class FaultRow:
     survived: bool = True
     bad_inputs: int = 0  # malformed messages, datagrams, fuzz examples
     disturbed: int = 0  # other calls whose stream or audio was disturbed (must be 0)
+    others: int = 0  # other calls that were up through the fault (and checked)
     baseline: str = "-"  # "ok" when memory and calls were checked back at their baseline
     note: str = ""
 
@@ -45,17 +47,31 @@ class FaultRow:
 ROWS: list[FaultRow] = []
 
 
-def record(group: str, fault: str, *, injected: int = 1, bad_inputs: int = 0, disturbed: int = 0,
-           baseline: str = "-", note: str = "") -> None:
-    """Call after the test's assertions passed: the fault was injected and survived."""
-    ROWS.append(FaultRow(group, fault, injected, True, bad_inputs, disturbed, baseline, note))
+def record(
+    group: str,
+    fault: str,
+    *,
+    injected: int = 1,
+    bad_inputs: int = 0,
+    disturbed: int = 0,
+    others: int = 0,
+    baseline: str = "-",
+    note: str = "",
+) -> None:
+    """Call after the test's assertions passed: the fault was injected and survived.
+
+    `others`: how many other calls were up through the fault and checked; `disturbed`: how many
+    of them were disturbed (the tests assert 0, so a recorded row always says 0 of N).
+    """
+    ROWS.append(FaultRow(group, fault, injected, True, bad_inputs, disturbed, others, baseline, note))
 
 
 # ----------------------------------------------------------------------------------- the bridge
 
 
-def start_bridge(tmp_path: Path, bot_url: str, overrides: dict[str, Any] | None = None,
-                 env: dict[str, str] | None = None) -> BridgeProcess:
+def start_bridge(
+    tmp_path: Path, bot_url: str, overrides: dict[str, Any] | None = None, env: dict[str, str] | None = None
+) -> BridgeProcess:
     """The bridge as users run it (`python -m bridge run --profile FILE`), started."""
     return BridgeProcess(tmp_path, bot_url, overrides, env=env).start()
 
@@ -71,8 +87,11 @@ def rss_mb(pid: int) -> float:
 def open_calls(bridge: BridgeProcess) -> int:
     """Calls the bridge took (its "INVITE from" lines) that have no call summary yet."""
     records = bridge.records()
-    taken = {r["call_sid"] for r in records
-             if r.get("call_sid") and str(r.get("msg", "")).startswith("INVITE from")}
+    taken = {
+        r["call_sid"]
+        for r in records
+        if r.get("call_sid") and str(r.get("msg", "")).startswith("INVITE from")
+    }
     done = {r.get("call_sid") for r in records if r.get("event") == "call_summary"}
     return len(taken - done)
 
@@ -108,8 +127,19 @@ def run_caller(target: str, workdir: Path, *args: str, timeout: float = 60.0) ->
     """The built-in pjsua2 test caller with any extra options (--auth, --tls-ca, --srtp ...)."""
     port = free_port()
     heard = workdir / f"heard-{port}.wav"
-    cmd = [sys.executable, "-m", "bridge.testcaller", target, "--local-port", str(port),
-           "--heard", str(heard), "--rtp-port", str(rtp_range()), *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bridge.testcaller",
+        target,
+        "--local-port",
+        str(port),
+        "--heard",
+        str(heard),
+        "--rtp-port",
+        str(rtp_range()),
+        *args,
+    ]
     proc = subprocess.run(cmd, capture_output=True, cwd=REPO, timeout=timeout, check=False, text=True)
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
@@ -151,7 +181,7 @@ def media_gaps(stream: Stream, chunk_ms: int = 100) -> dict[str, float]:
     chunks = [int(e.msg["media"]["chunk"]) for e in media]
     stamps = [int(e.msg["media"]["timestamp"]) for e in media]
     arrival = [e.t for e in media]
-    gaps = [b - a for a, b in zip(arrival, arrival[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(arrival)]
     return {
         "messages": float(len(media)),
         "chunks_ok": float(chunks == list(range(1, len(chunks) + 1))),
@@ -164,8 +194,12 @@ def media_gaps(stream: Stream, chunk_ms: int = 100) -> dict[str, float]:
 def undisturbed(stream: Stream, *, seconds: float, chunk_ms: int = 100, max_gap_s: float = 0.6) -> bool:
     """A stream that ran `seconds` or more with every chunk, in order, never stalling > max_gap_s."""
     gaps = media_gaps(stream, chunk_ms)
-    return (gaps["chunks_ok"] == 1.0 and gaps["stamps_ok"] == 1.0 and gaps["max_gap_s"] <= max_gap_s
-            and gaps["messages"] * chunk_ms / 1000.0 >= seconds * 0.9)
+    return (
+        gaps["chunks_ok"] == 1.0
+        and gaps["stamps_ok"] == 1.0
+        and gaps["max_gap_s"] <= max_gap_s
+        and gaps["messages"] * chunk_ms / 1000.0 >= seconds * 0.9
+    )
 
 
 # ----------------------------------------------------------------------------------- raw bots
@@ -235,8 +269,12 @@ class RawBot:
                 if name.strip().lower() == "sec-websocket-key":
                     key = value.strip()
             accept = base64.b64encode(hashlib.sha1((key + _GUID).encode()).digest()).decode()
-            writer.write(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                          f"Sec-WebSocket-Accept: {accept}\r\n\r\n").encode())
+            writer.write(
+                (
+                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                    f"Sec-WebSocket-Accept: {accept}\r\n\r\n"
+                ).encode()
+            )
             if self.first_message is not None:
                 writer.write(text_frame(self.first_message))
             await writer.drain()
@@ -288,8 +326,9 @@ class TlsBot(TestBot):
     async def _start(self) -> None:
         from websockets.asyncio.server import serve
 
-        self._server = await serve(self._handler, self.host, 0, compression=None, max_size=8 << 20,
-                                   ssl=self.context)
+        self._server = await serve(
+            self._handler, self.host, 0, compression=None, max_size=8 << 20, ssl=self.context
+        )
         self.port = self._server.sockets[0].getsockname()[1]
 
 
@@ -316,16 +355,62 @@ def make_pki(directory: Path) -> Pki:
         subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True, timeout=30)
 
     (directory / "san.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=fault-suite-ca", "-days", "2")
+    run(
+        "req",
+        "-x509",
+        *ec,
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-subj",
+        "/CN=fault-suite-ca",
+        "-days",
+        "2",
+    )
     for name, cn in (("server", "localhost"), ("client", "trunk-client")):
         run("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={cn}")
-        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-            "-out", f"{name}.pem", "-days", "2", "-extfile", "san.cnf")
-    run("req", "-x509", *ec, "-keyout", "rogue.key", "-out", "rogue.pem", "-subj", "/CN=localhost",
-        "-days", "2", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost")
-    return Pki(directory / "ca.pem", directory / "server.pem", directory / "server.key",
-               directory / "client.pem", directory / "client.key", directory / "rogue.pem",
-               directory / "rogue.key")
+        run(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            f"{name}.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "san.cnf",
+        )
+    run(
+        "req",
+        "-x509",
+        *ec,
+        "-keyout",
+        "rogue.key",
+        "-out",
+        "rogue.pem",
+        "-subj",
+        "/CN=localhost",
+        "-days",
+        "2",
+        "-addext",
+        "subjectAltName=IP:127.0.0.1,DNS:localhost",
+    )
+    return Pki(
+        directory / "ca.pem",
+        directory / "server.pem",
+        directory / "server.key",
+        directory / "client.pem",
+        directory / "client.key",
+        directory / "rogue.pem",
+        directory / "rogue.key",
+    )
 
 
 # ----------------------------------------------------------------------------------- misc

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import json
 import time
 from pathlib import Path
@@ -18,7 +19,16 @@ import pytest
 from bridge.testcaller import echo_match, sample_utterance
 from tests.botlib import Stream, TestBot, tone
 from tests.bridgelib import run_test_caller
-from tests.faults.faultlib import Baseline, RawBot, background, joined, record, start_bridge, undisturbed
+from tests.faults.faultlib import (
+    Baseline,
+    RawBot,
+    background,
+    joined,
+    media_gaps,
+    record,
+    start_bridge,
+    undisturbed,
+)
 from tests.integration.test_call_e2e import read_wav, tone_seconds
 
 pytestmark = pytest.mark.timeout(180)
@@ -46,27 +56,44 @@ def check_healthy(result: dict[str, object], stream: Stream, seconds: float, chu
     """0 if the healthy call was undisturbed: every chunk in time, its echo heard, ended normally."""
     heard = Path(str(result["heard_path"])).read_bytes()[44:]
     echo = echo_match(sample_utterance(), heard, int(float(str(result["said_at_s"])) * 16000))
-    ok = (result["answered"] and undisturbed(stream, seconds=seconds, chunk_ms=chunk_ms)
-          and echo.matched >= 0.8 and stream.of("stop")[0]["stop"]["reason"] == "callended")
-    return 0 if ok else 1
+    checks = {
+        "answered": bool(result["answered"]),
+        "stream": undisturbed(stream, seconds=seconds, chunk_ms=chunk_ms),
+        "echo": echo.matched >= 0.8,
+        "stop": stream.of("stop")[0]["stop"]["reason"] == "callended",
+    }
+    if not all(checks.values()):
+        print(f"healthy call disturbed: {checks} {media_gaps(stream, chunk_ms)} {echo}")
+        return 1
+    return 0
 
 
 def test_unreachable_bots_are_rejected_while_another_call_goes_on(tmp_path: Path) -> None:
     """Refused, HTTP 403, HTTP 500 and a handshake that never completes: each attempt is retried
     once, then the INVITE is rejected with 503 (the caller never waits in dead air), while a
     call to a healthy bot on the same bridge carries on untouched."""
-    with TestBot(echo=True) as good, TestBot(reject_status=403) as b403, TestBot(reject_status=500) as b500, \
-            TestBot(hang_handshake=True) as hung:
+    with (
+        TestBot(echo=True) as good,
+        TestBot(reject_status=403) as b403,
+        TestBot(reject_status=500) as b500,
+        TestBot(hang_handshake=True) as hung,
+    ):
         bridge = start_bridge(tmp_path, good.url, routed({"bot": {"connect_timeout": 1}}))
         try:
             baseline = Baseline(bridge)
             thread, out = background(healthy_call, bridge.uri, tmp_path, 13.0)
             good.wait_stream()
-            faults = {"refused": ("ws://127.0.0.1:9/bot", None), "http-403": (b403.url, b403),
-                      "http-500": (b500.url, b500), "handshake-hangs": (hung.url, hung)}
+            faults = {
+                "refused": ("ws://127.0.0.1:9/bot", None),
+                "http-403": (b403.url, b403),
+                "http-500": (b500.url, b500),
+                "handshake-hangs": (hung.url, hung),
+            }
             for name, (url, bot) in faults.items():
                 started = time.monotonic()
-                result = run_test_caller(bridge.uri, tmp_path, silent=True, hold=0.1, headers={"X-Bot-Url": url})
+                result = run_test_caller(
+                    bridge.uri, tmp_path, silent=True, hold=0.1, headers={"X-Bot-Url": url}
+                )
                 elapsed = time.monotonic() - started
                 assert not result["answered"] and result["end_code"] == 503, (name, result)
                 if bot is not None:
@@ -81,7 +108,7 @@ def test_unreachable_bots_are_rejected_while_another_call_goes_on(tmp_path: Path
             bridge.stop()
     assert disturbed == 0
     for name in faults:
-        record("bot", f"bot unreachable: {name} (retry once, 503)", injected=2, baseline=back)
+        record("bot", f"bot unreachable: {name} (retry once, 503)", injected=2, others=1, baseline=back)
 
 
 @pytest.mark.parametrize("how", ["close-1000", "abort-1006"])
@@ -123,8 +150,13 @@ def test_stalled_bot_costs_bounded_memory_and_its_call_is_ended(tmp_path: Path) 
             thread, out = background(healthy_call, bridge.uri, tmp_path, 22.0)
             good.wait_stream(1)
             stalled_thread, stalled_out = background(
-                run_test_caller, bridge.uri, tmp_path, silent=True, hold=40.0,
-                headers={"X-Bot-Url": stalled.url + "?sample-rate=24000"})
+                run_test_caller,
+                bridge.uri,
+                tmp_path,
+                silent=True,
+                hold=40.0,
+                headers={"X-Bot-Url": stalled.url + "?sample-rate=24000"},
+            )
             while stalled_thread.is_alive():
                 baseline.sample()
                 time.sleep(0.2)
@@ -144,14 +176,19 @@ def test_stalled_bot_costs_bounded_memory_and_its_call_is_ended(tmp_path: Path) 
     assert disturbed == 0
     warnings = [r["msg"] for r in bridge.records() if r["level"] == "warning"]
     assert sum("is not reading its socket" in w for w in warnings) == 1  # warned once, not per drop
-    record("bot", f"bot stops reading: {stall['media_drops']} chunks dropped, peak +{growth:.0f} MB, ended",
-           baseline=back)
+    record(
+        "bot",
+        f"bot stops reading: {stall['media_drops']} chunks dropped, peak +{growth:.0f} MB, ended",
+        others=1,
+        baseline=back,
+    )
 
 
 def test_flooding_bot_is_capped_and_counted(tmp_path: Path) -> None:
     """A bot that sends 3 minutes of audio in a burst: the playout buffer keeps its cap
     (bot.buffer_seconds), the rest is dropped and counted, memory stays bounded, the caller
     hears the first bot.buffer_seconds of it and a call to a healthy bot is not disturbed."""
+
     async def flood(stream: Stream) -> None:
         await asyncio.sleep(0.2)
         await stream.send_audio(tone(500, 180.0), chunk_bytes=16000)  # 1 s per message, unpaced
@@ -164,8 +201,14 @@ def test_flooding_bot_is_capped_and_counted(tmp_path: Path) -> None:
             baseline = Baseline(bridge)
             thread, out = background(healthy_call, bridge.uri, tmp_path, 12.0)
             good.wait_stream(1)
-            flood_thread, flood_out = background(run_test_caller, bridge.uri, tmp_path, silent=True, hold=8.0,
-                                                 headers={"X-Bot-Url": flooder.url})
+            flood_thread, flood_out = background(
+                run_test_caller,
+                bridge.uri,
+                tmp_path,
+                silent=True,
+                hold=8.0,
+                headers={"X-Bot-Url": flooder.url},
+            )
             while flood_thread.is_alive():
                 baseline.sample()
                 time.sleep(0.2)
@@ -185,7 +228,7 @@ def test_flooding_bot_is_capped_and_counted(tmp_path: Path) -> None:
     assert growth < 30, growth
     assert disturbed == 0
     record("bot", f"bot floods 180 s of audio at once: {dropped_s:.0f} s dropped and counted",
-           baseline=back)
+           others=1, baseline=back)
 
 
 def test_nonsense_from_the_bot_is_counted_and_the_call_goes_on(tmp_path: Path) -> None:
@@ -193,12 +236,26 @@ def test_nonsense_from_the_bot_is_counted_and_the_call_goes_on(tmp_path: Path) -
     and counted, the call and its audio go on; then one message over the hard limit closes the
     socket with 1009 and the call ends per profile."""
     junk: list[str | bytes] = [
-        b"\x00\x01binary", b"", "not json", "{", "[]", "null", '"media"', "{}", '{"event": 5}',
-        '{"event": "media"}', '{"event": "media", "media": {"payload": "%%%not-base64"}}',
-        '{"event": "media", "media": {"payload": "AAE"}}', '{"event": "media", "media": {"payload": 7}}',
-        '{"event": "mark", "mark": {}}', '{"event": "mark"}', '{"event": "dance"}',
-        '{"event": "clear", "stream_sid": "someone-else"}', "\ud800".encode("utf-8", "surrogatepass"),
-        json.dumps({"event": "media", "media": {"payload": "A" * 5}}), '{"event": "media"' + " " * 5000 + "}",
+        b"\x00\x01binary",
+        b"",
+        "not json",
+        "{",
+        "[]",
+        "null",
+        '"media"',
+        "{}",
+        '{"event": 5}',
+        '{"event": "media"}',
+        '{"event": "media", "media": {"payload": "%%%not-base64"}}',
+        '{"event": "media", "media": {"payload": "AAE"}}',
+        '{"event": "media", "media": {"payload": 7}}',
+        '{"event": "mark", "mark": {}}',
+        '{"event": "mark"}',
+        '{"event": "dance"}',
+        '{"event": "clear", "stream_sid": "someone-else"}',
+        "\ud800".encode("utf-8", "surrogatepass"),
+        json.dumps({"event": "media", "media": {"payload": "A" * 5}}),
+        '{"event": "media"' + " " * 5000 + "}",
     ]
 
     async def script(stream: Stream) -> None:
@@ -222,10 +279,11 @@ def test_nonsense_from_the_bot_is_counted_and_the_call_goes_on(tmp_path: Path) -
     assert summary["protocol_errors"] >= 10, summary
     assert tone_seconds(read_wav(result["heard_path"]), 700) >= 1.8
     arrivals = [e.t for e in stream.events if e.msg.get("event") == "media"]
-    gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
     assert gaps and max(gaps) < 0.6  # the caller's audio kept flowing to the bot throughout
-    record("bot", "bot sends binary, invalid JSON, wrong types, then > 1 MiB (1009)",
-           bad_inputs=len(junk) + 1)
+    record(
+        "bot", "bot sends binary, invalid JSON, wrong types, then > 1 MiB (1009)", bad_inputs=len(junk) + 1
+    )
 
 
 def test_unanswered_pings_end_the_call(tmp_path: Path) -> None:

@@ -27,8 +27,16 @@ def test_sigterm_with_calls_up_drains_refuses_new_calls_and_exits(tmp_path: Path
     with TestBot() as bot, RawBot("deaf") as slow_to_close:
         bridge = start_bridge(tmp_path, bot.url, routed())
         calls = [background(run_test_caller, bridge.uri, tmp_path, silent=True, hold=30.0) for _ in range(2)]
-        calls.append(background(run_test_caller, bridge.uri, tmp_path, silent=True, hold=30.0,
-                                headers={"X-Bot-Url": slow_to_close.url}))
+        calls.append(
+            background(
+                run_test_caller,
+                bridge.uri,
+                tmp_path,
+                silent=True,
+                hold=30.0,
+                headers={"X-Bot-Url": slow_to_close.url},
+            )
+        )
         bot.wait_stream(1)
         assert slow_to_close.handshakes.wait(10)
         time.sleep(0.5)
@@ -48,8 +56,11 @@ def test_sigterm_with_calls_up_drains_refuses_new_calls_and_exits(tmp_path: Path
         assert stream.of("stop")[0]["stop"]["reason"] == "stopped" and stream.close_code == 1000
     assert all(r["answered"] and r["ended_by"] == "remote" for r in results), results
     assert slow_to_close.closed.wait(5)
-    record("process", f"SIGTERM with 3 calls up: stop+close+BYE each, 503 while draining, "
-                      f"exit in {exited_after:.1f} s", injected=1)
+    record(
+        "process",
+        f"SIGTERM with 3 calls up: stop+close+BYE each, 503 while draining, exit in {exited_after:.1f} s",
+        injected=1,
+    )
 
 
 def test_sigkill_and_restart_leave_no_stale_state(tmp_path: Path) -> None:
@@ -92,8 +103,14 @@ def test_a_second_instance_fails_clearly_and_the_first_keeps_its_call(tmp_path: 
             baseline = Baseline(first)
             thread, out = background(healthy_call, first.uri, tmp_path, 8.0)
             bot.wait_stream()
-            second = subprocess.run([sys.executable, "-m", "bridge", "run", "--profile", str(first.profile_path)],
-                                    capture_output=True, text=True, cwd=REPO, timeout=30, check=False)
+            second = subprocess.run(
+                [sys.executable, "-m", "bridge", "run", "--profile", str(first.profile_path)],
+                capture_output=True,
+                text=True,
+                cwd=REPO,
+                timeout=30,
+                check=False,
+            )
             disturbed = check_healthy(joined(thread, out), bot.wait_closed(), seconds=8)
             back = baseline.back()
         finally:
@@ -101,5 +118,10 @@ def test_a_second_instance_fails_clearly_and_the_first_keeps_its_call(tmp_path: 
     assert second.returncode == 69, second.stderr
     assert "another instance" in second.stderr, second.stderr
     assert disturbed == 0
-    record("process", "second instance on the same port: exit 69, first one's call goes on",
-           disturbed=disturbed, baseline=back)
+    record(
+        "process",
+        "second instance on the same port: exit 69, first one's call goes on",
+        disturbed=disturbed,
+        others=1,
+        baseline=back,
+    )

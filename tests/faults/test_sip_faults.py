@@ -21,7 +21,6 @@ from tests.faults.faultlib import (
     media_gaps,
     record,
     start_bridge,
-    undisturbed,
 )
 from tests.faults.rawsip import RawSip, sdp, status_of
 from tests.faults.test_bot_faults import check_healthy, healthy_call
@@ -60,8 +59,14 @@ def test_hold_and_resume_keep_one_continuous_stream(tmp_path: Path) -> None:
     with TestBot() as bot:
         bridge = start_bridge(tmp_path, bot.url, {"media": {"rtp_timeout": 2}})
         try:
-            result = run_sipp(tmp_path, target(bridge), "uac_hold_unhold",
-                              keys={"audio": SIPP_AUDIO["pcmu"]}, duration_ms=4000, timeout=40)
+            result = run_sipp(
+                tmp_path,
+                target(bridge),
+                "uac_hold_unhold",
+                keys={"audio": SIPP_AUDIO["pcmu"]},
+                duration_ms=4000,
+                timeout=40,
+            )
             stream = bot.wait_closed()
             summary = bridge.wait_summaries()[0]
         finally:
@@ -74,7 +79,7 @@ def test_hold_and_resume_keep_one_continuous_stream(tmp_path: Path) -> None:
     assert gaps["chunks_ok"] and gaps["stamps_ok"] and gaps["max_gap_s"] < 0.6, gaps
     assert gaps["messages"] >= 85  # 2 s + 4 s held + 3 s, in 100 ms chunks
     pcm = np.frombuffer(stream.pcm(), dtype="<i2").astype(np.float64)
-    rms = [float(np.sqrt(np.mean(pcm[i:i + 800] ** 2))) for i in range(0, len(pcm) - 800, 800)]
+    rms = [float(np.sqrt(np.mean(pcm[i : i + 800] ** 2))) for i in range(0, len(pcm) - 800, 800)]
     held = rms[30:55]  # 3.0-5.5 s: on hold
     assert held and max(held) < 50, held
     assert max(rms[66:]) > 300  # audio is back after the resume (6.6 s on)
@@ -89,8 +94,14 @@ def test_a_caller_whose_media_stops_is_hung_up_after_the_rtp_timeout(tmp_path: P
         bridge = start_bridge(tmp_path, bot.url, {"media": {"rtp_timeout": 3}})
         try:
             started = time.monotonic()
-            result = run_sipp(tmp_path, target(bridge), "uac_rtp_stops",
-                              keys={"audio": SIPP_AUDIO["pcmu"]}, duration_ms=2000, timeout=40)
+            result = run_sipp(
+                tmp_path,
+                target(bridge),
+                "uac_rtp_stops",
+                keys={"audio": SIPP_AUDIO["pcmu"]},
+                duration_ms=2000,
+                timeout=40,
+            )
             elapsed = time.monotonic() - started
             stream = bot.wait_closed()
             summary = bridge.wait_summaries()[0]
@@ -110,8 +121,13 @@ def test_a_caller_process_that_dies_is_cleaned_up(tmp_path: Path) -> None:
         bridge = start_bridge(tmp_path, bot.url, {"media": {"rtp_timeout": 3}})
         try:
             baseline = Baseline(bridge)
-            caller = start_sipp(tmp_path, target(bridge), "uac_wait_bye",
-                                keys={"audio": SIPP_AUDIO["pcmu"], "pt": "0", "codec": "PCMU"}, timeout=60)
+            caller = start_sipp(
+                tmp_path,
+                target(bridge),
+                "uac_wait_bye",
+                keys={"audio": SIPP_AUDIO["pcmu"], "pt": "0", "codec": "PCMU"},
+                timeout=60,
+            )
             stream = bot.wait_stream()
             time.sleep(1.5)
             caller.proc.stop(grace=0, sig=signal.SIGKILL)
@@ -143,7 +159,7 @@ def test_over_capacity_gets_503_with_retry_after_and_calls_in_progress_go_on(tmp
     assert rejected.messages.count("SIP/2.0 503") >= 3 and "Retry-After: 5" in rejected.messages
     assert len(bot.streams) == 2  # the bot never heard of the rejected calls
     assert disturbed == 0
-    record("sip", "3 INVITEs over max_calls -> 503 + Retry-After", injected=3, disturbed=disturbed)
+    record("sip", "3 INVITEs over max_calls -> 503 + Retry-After", injected=3, disturbed=disturbed, others=2)
 
 
 def junk_datagrams(port: int) -> list[bytes]:
@@ -152,7 +168,11 @@ def junk_datagrams(port: int) -> list[bytes]:
     base = f"sip:bot@127.0.0.1:{port}"
     rng = random.Random(4)
     out = [
-        b"", b"\r\n\r\n", b"\x00" * 64, bytes(range(256)) * 4, b"SIP/2.0 200 OK\r\n\r\n",
+        b"",
+        b"\r\n\r\n",
+        b"\x00" * 64,
+        bytes(range(256)) * 4,
+        b"SIP/2.0 200 OK\r\n\r\n",
         b"INVITE sip:x SIP/2.0\r\nVia: broken",
         f"INVITE {base} SIP/2.0\r\n{via}\r\nCSeq: 1 INVITE\r\n\r\n".encode(),  # no From/To/Call-ID
         f"INVITE {base} SIP/3.0\r\n{via}\r\nFrom: <sip:a@b>;tag=1\r\nTo: <{base}>\r\nCall-ID: j1\r\n"
@@ -175,17 +195,24 @@ def junk_datagrams(port: int) -> list[bytes]:
         "CSeq: 1 OPTIONS\r\nMax-Forwards: 0\r\nContent-Length: 0\r\n\r\n".encode(),
     ]
     for method in ("REGISTER", "MESSAGE", "SUBSCRIBE", "NOTIFY", "PUBLISH", "UPDATE", "REFER", "FROBNICATE"):
-        out.append(f"{method} {base} SIP/2.0\r\n{via}-{method}\r\nFrom: <sip:a@b>;tag=1\r\nTo: <{base}>\r\n"
-                   f"Call-ID: m-{method}\r\nCSeq: 1 {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n".encode())
+        out.append(
+            f"{method} {base} SIP/2.0\r\n{via}-{method}\r\nFrom: <sip:a@b>;tag=1\r\nTo: <{base}>\r\n"
+            f"Call-ID: m-{method}\r\nCSeq: 1 {method}\r\nMax-Forwards: 70\r\n"
+            "Content-Length: 0\r\n\r\n".encode()
+        )
     out += [bytes(rng.getrandbits(8) for _ in range(rng.randrange(1, 1400))) for _ in range(200)]
     return out
 
 
 def junk_streams() -> list[bytes]:
     """What is sent on TCP connections: garbage, a truncated request, an endless header line."""
-    return [bytes(range(256)) * 8, b"INVITE sip:bot@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 1.2.3.4\r\n",
-            b"OPTIONS sip:x SIP/2.0\r\nX-Long: " + b"B" * 200_000, b"\r\n" * 10_000,
-            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"]
+    return [
+        bytes(range(256)) * 8,
+        b"INVITE sip:bot@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 1.2.3.4\r\n",
+        b"OPTIONS sip:x SIP/2.0\r\nX-Long: " + b"B" * 200_000,
+        b"\r\n" * 10_000,
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    ]
 
 
 def test_malformed_sip_battery_leaves_the_bridge_and_its_calls_alone(tmp_path: Path) -> None:
@@ -193,8 +220,14 @@ def test_malformed_sip_battery_leaves_the_bridge_and_its_calls_alone(tmp_path: P
     an unknown dialog, delayed offer), hand-made hostile datagrams, random bytes, TCP garbage and
     idle TCP connections, all while a call is up: the call is not disturbed, the bridge still
     answers OPTIONS and takes a new call, memory and calls come back to their baseline."""
-    scenarios = ("odd_bad_sdp", "odd_no_common_codec", "odd_unknown_method", "odd_malformed_headers",
-                 "odd_bye_unknown_dialog", "odd_delayed_offer")
+    scenarios = (
+        "odd_bad_sdp",
+        "odd_no_common_codec",
+        "odd_unknown_method",
+        "odd_malformed_headers",
+        "odd_bye_unknown_dialog",
+        "odd_delayed_offer",
+    )
     with TestBot(echo=True) as bot:
         bridge = start_bridge(tmp_path, bot.url)
         try:
@@ -203,7 +236,9 @@ def test_malformed_sip_battery_leaves_the_bridge_and_its_calls_alone(tmp_path: P
             baseline = Baseline(bridge)
             thread, out = background(healthy_call, bridge.uri, tmp_path, 16.0)
             bot.wait_stream(1)
-            outcomes = {name: run_sipp(tmp_path, target(bridge), f"odd/{name}", timeout=20) for name in scenarios}
+            outcomes = {
+                name: run_sipp(tmp_path, target(bridge), f"odd/{name}", timeout=20) for name in scenarios
+            }
             datagrams = junk_datagrams(bridge.sip_port)
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
                 for datagram in datagrams:
@@ -226,15 +261,24 @@ def test_malformed_sip_battery_leaves_the_bridge_and_its_calls_alone(tmp_path: P
             assert bridge.proc is not None and bridge.proc.poll() is None
         finally:
             bridge.stop()
-    assert "SIP/2.0 400" in outcomes["odd_bad_sdp"].messages or "SIP/2.0 488" in outcomes["odd_bad_sdp"].messages
+    assert (
+        "SIP/2.0 400" in outcomes["odd_bad_sdp"].messages or "SIP/2.0 488" in outcomes["odd_bad_sdp"].messages
+    )
     assert "SIP/2.0 488" in outcomes["odd_no_common_codec"].messages
     assert "SIP/2.0 481" in outcomes["odd_bye_unknown_dialog"].messages
     assert alive.rc == 0 and "SIP/2.0 200" in alive.messages
     assert after["answered"]
     assert disturbed == 0
     bad = len(scenarios) + len(datagrams) + len(streams) + 50
-    record("sip", "malformed SIP: sipp odd/, hostile datagrams, random bytes, TCP junk", injected=bad,
-           bad_inputs=bad, disturbed=disturbed, baseline=back)
+    record(
+        "sip",
+        "malformed SIP: sipp odd/, hostile datagrams, random bytes, TCP junk",
+        injected=bad,
+        bad_inputs=bad,
+        disturbed=disturbed,
+        others=1,
+        baseline=back,
+    )
 
 
 def test_a_bot_never_hears_of_calls_the_sip_side_refuses(tmp_path: Path) -> None:
@@ -262,9 +306,20 @@ def test_registrar_lost_mid_run_is_retried_with_backoff_and_recovers(tmp_path: P
     kam_port = free_port()
     kam = Kamailio.start(tmp_path, kam_port)
     with TestBot() as bot:
-        bridge = start_bridge(tmp_path, bot.url, {"sip": {"register": {
-            "registrar": f"sip:127.0.0.1:{kam_port}", "username": "bridge", "password": "bridgepass",
-            "expires": 60}}})
+        bridge = start_bridge(
+            tmp_path,
+            bot.url,
+            {
+                "sip": {
+                    "register": {
+                        "registrar": f"sip:127.0.0.1:{kam_port}",
+                        "username": "bridge",
+                        "password": "bridgepass",
+                        "expires": 60,
+                    }
+                }
+            },
+        )
         try:
             kam.wait_registered("bridge", timeout=10)
             kam.stop()

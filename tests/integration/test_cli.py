@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.botlib import TestBot
-from tests.bridgelib import REPO, BridgeProcess, free_port
+from tests.bridgelib import REPO, free_port
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -66,14 +65,6 @@ def test_missing_profile_file_exits_78(tmp_path: Path) -> None:
 def test_usage_errors_exit_2() -> None:
     assert cli("frobnicate").returncode == 2
     assert cli("run").returncode == 2
-
-
-def test_a_second_instance_on_the_same_port_fails_clearly(tmp_path: Path) -> None:
-    with TestBot() as bot, BridgeProcess(tmp_path, bot.url) as first:
-        profile = first.profile_path
-        result = cli("run", "--profile", str(profile), timeout=30)
-    assert result.returncode == 69
-    assert "another instance" in result.stderr and str(first.sip_port) in result.stderr
 
 
 def test_echo_bot_command_serves_websockets() -> None:

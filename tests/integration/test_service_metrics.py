@@ -69,7 +69,8 @@ def test_metrics_move_with_a_real_call(tmp_path: Path) -> None:
         assert before("calls_total", outcome="answered", end_cause="caller_hangup") == 0
         assert before("max_calls") == 20 and before("accepting_calls") == 1
         assert before("registration_enabled") == 0
-        thread, result = in_thread(lambda: run_test_caller(bridge.uri, tmp_path, hold=1.5, digits="12#"))
+        thread, result = in_thread(
+            lambda: run_test_caller(bridge.uri, tmp_path, hold=1.5, digits="12#", silent=True))
         bot.wait_stream()
         time.sleep(1.0)
         during = scrape(bridge)
@@ -203,7 +204,7 @@ def test_control_listen_null_turns_it_off_and_a_taken_port_fails_clearly(tmp_pat
 
 def test_status_command_shows_live_calls(tmp_path: Path) -> None:
     with TestBot(echo=True) as bot, BridgeProcess(tmp_path, bot.url) as bridge:
-        thread, _ = in_thread(lambda: run_test_caller(bridge.uri, tmp_path, hold=1.5, digits="7"))
+        thread, _ = in_thread(lambda: run_test_caller(bridge.uri, tmp_path, hold=3.0, silent=True))
         stream = bot.wait_stream()
         time.sleep(0.8)
         shown = subprocess.run(

@@ -26,13 +26,16 @@ def no_dns(name: str) -> list[str]:
     raise OSError(-2, "Name or service not known")
 
 
-@pytest.mark.parametrize("source, expected", [
-    ("127.0.0.1:5060", ("127.0.0.1", 5060)),
-    ("[::1]:5070", ("::1", 5070)),
-    ("10.0.0.1", ("10.0.0.1", 0)),
-    ("::1", ("::1", 0)),
-    ("", ("", 0)),
-])
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("127.0.0.1:5060", ("127.0.0.1", 5060)),
+        ("[::1]:5070", ("::1", 5070)),
+        ("10.0.0.1", ("10.0.0.1", 0)),
+        ("::1", ("::1", 0)),
+        ("", ("", 0)),
+    ],
+)
 def test_split_source(source: str, expected: tuple[str, int]) -> None:
     assert split_source(source) == expected
 
@@ -123,12 +126,21 @@ def test_gate_digest_flow() -> None:
     assert first is not None and first.code == 401
     params = parse_digest(first.headers["WWW-Authenticate"])
     assert params is not None
-    response = digest_response(username="trunk", realm="r", password="pw", method="INVITE",
-                               uri="sip:bot@127.0.0.1:5080", nonce=params["nonce"], nc="00000001",
-                               cnonce="x")
-    header = (f'Authorization: Digest username="trunk", realm="r", nonce="{params["nonce"]}", '
-              f'uri="sip:bot@127.0.0.1:5080", response="{response}", qop=auth, nc=00000001, '
-              'cnonce="x"')
+    response = digest_response(
+        username="trunk",
+        realm="r",
+        password="pw",
+        method="INVITE",
+        uri="sip:bot@127.0.0.1:5080",
+        nonce=params["nonce"],
+        nc="00000001",
+        cnonce="x",
+    )
+    header = (
+        f'Authorization: Digest username="trunk", realm="r", nonce="{params["nonce"]}", '
+        f'uri="sip:bot@127.0.0.1:5080", response="{response}", qop=auth, nc=00000001, '
+        'cnonce="x"'
+    )
     retry = INVITE.replace("Call-ID: c\r\n", f"Call-ID: c\r\n{header}\r\n")
     assert g.admit("127.0.0.1:5060", retry, 1.0) is None
     wrong = retry.replace(response, "0" * 32)
@@ -139,8 +151,11 @@ def test_gate_digest_flow() -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.text(max_size=60), st.text(max_size=400) | st.binary(max_size=400).map(
-    lambda b: b.decode("latin-1")), st.floats(allow_nan=False, allow_infinity=False))
+@given(
+    st.text(max_size=60),
+    st.text(max_size=400) | st.binary(max_size=400).map(lambda b: b.decode("latin-1")),
+    st.floats(allow_nan=False, allow_infinity=False),
+)
 def test_gate_never_raises(source: str, message: str, now: float) -> None:
     g = gate(auth=DigestAuthenticator("u", "p"), allow_from=("0.0.0.0/0", "::/0"))
     verdict = g.admit(source, message, now)

@@ -13,10 +13,14 @@ from bridge.config import parse_profile, render_profile
 from bridge.errors import ConfigError
 
 
-def profile(sip: dict[str, Any] | None = None, bot: dict[str, Any] | None = None,
-            media: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"sip": {"listen": "0.0.0.0:5060", **(sip or {})},
-            "bot": {"url": "wss://bot.example.com/s", **(bot or {})}, "media": media or {}}
+def profile(
+    sip: dict[str, Any] | None = None, bot: dict[str, Any] | None = None, media: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    return {
+        "sip": {"listen": "0.0.0.0:5060", **(sip or {})},
+        "bot": {"url": "wss://bot.example.com/s", **(bot or {})},
+        "media": media or {},
+    }
 
 
 def error(data: dict[str, Any], env: dict[str, str] | None = None) -> ConfigError:
@@ -39,10 +43,22 @@ def test_defaults_are_safe() -> None:
 
 
 def test_registering_bridge_also_accepts_its_registrar_and_proxy() -> None:
-    data = profile({"register": {"registrar": "sip:pbx.example.com:5070", "username": "u", "password": "p",
-                                 "outbound_proxy": "sip:192.0.2.5;lr"}})
+    data = profile(
+        {
+            "register": {
+                "registrar": "sip:pbx.example.com:5070",
+                "username": "u",
+                "password": "p",
+                "outbound_proxy": "sip:192.0.2.5;lr",
+            }
+        }
+    )
     assert parse_profile(data, env={}).sip.guard.allow_from == (
-        "127.0.0.0/8", "::1", "pbx.example.com", "192.0.2.5")
+        "127.0.0.0/8",
+        "::1",
+        "pbx.example.com",
+        "192.0.2.5",
+    )
 
 
 def test_explicit_allow_list_and_everyone_warning() -> None:
@@ -53,38 +69,63 @@ def test_explicit_allow_list_and_everyone_warning() -> None:
     assert any("any address" in w for w in open_profile.warnings)
 
 
-@pytest.mark.parametrize("sip, key, fragment", [
-    ({"allow_from": []}, "sip.allow_from", "at least one"),
-    ({"allow_from": None}, "sip.allow_from", "remove the key"),
-    ({"allow_from": ["not a host!"]}, "sip.allow_from[0]", "host name"),
-    ({"allow_from": "10.0.0.0/8"}, "sip.allow_from", "a list"),
-    ({"rate_limit": {"invites_per_second": -1}}, "sip.rate_limit.invites_per_second", "0-100000"),
-    ({"rate_limit": {"burst": 0}}, "sip.rate_limit.burst", "1-1000000"),
-    ({"rate_limit": {"bursts": 3}}, "sip.rate_limit.bursts", 'did you mean "burst"'),
-    ({"inbound_auth": {"password": "longenough"}}, "sip.inbound_auth.username", "required"),
-    ({"inbound_auth": {"username": "t", "password": "short"}}, "sip.inbound_auth.password", "8 characters"),
-    ({"inbound_auth": {"username": "a b", "password": "longenough"}}, "sip.inbound_auth.username", "spaces"),
-    ({"tls": {"listen": "0.0.0.0:5061", "cert_file": "c.pem"}}, "sip.tls.key_file", "required"),
-    ({"tls": {"listen": "nope", "cert_file": "c", "key_file": "k"}}, "sip.tls.listen", "HOST:PORT"),
-    ({"tls": {"listen": "0.0.0.0:5060", "cert_file": "c", "key_file": "k"}}, "sip.tls.listen", "5061"),
-    ({"tls": {"listen": "0.0.0.0:5061", "cert_file": "c", "key_file": "k", "require_client_cert": True}},
-     "sip.tls.require_client_cert", "ca_file"),
-    ({"srtp": "sometimes"}, "sip.srtp", "optional, mandatory, disabled"),
-])
+@pytest.mark.parametrize(
+    "sip, key, fragment",
+    [
+        ({"allow_from": []}, "sip.allow_from", "at least one"),
+        ({"allow_from": None}, "sip.allow_from", "remove the key"),
+        ({"allow_from": ["not a host!"]}, "sip.allow_from[0]", "host name"),
+        ({"allow_from": "10.0.0.0/8"}, "sip.allow_from", "a list"),
+        ({"rate_limit": {"invites_per_second": -1}}, "sip.rate_limit.invites_per_second", "0-100000"),
+        ({"rate_limit": {"burst": 0}}, "sip.rate_limit.burst", "1-1000000"),
+        ({"rate_limit": {"bursts": 3}}, "sip.rate_limit.bursts", 'did you mean "burst"'),
+        ({"inbound_auth": {"password": "longenough"}}, "sip.inbound_auth.username", "required"),
+        (
+            {"inbound_auth": {"username": "t", "password": "short"}},
+            "sip.inbound_auth.password",
+            "8 characters",
+        ),
+        (
+            {"inbound_auth": {"username": "a b", "password": "longenough"}},
+            "sip.inbound_auth.username",
+            "spaces",
+        ),
+        ({"tls": {"listen": "0.0.0.0:5061", "cert_file": "c.pem"}}, "sip.tls.key_file", "required"),
+        ({"tls": {"listen": "nope", "cert_file": "c", "key_file": "k"}}, "sip.tls.listen", "HOST:PORT"),
+        ({"tls": {"listen": "0.0.0.0:5060", "cert_file": "c", "key_file": "k"}}, "sip.tls.listen", "5061"),
+        (
+            {
+                "tls": {
+                    "listen": "0.0.0.0:5061",
+                    "cert_file": "c",
+                    "key_file": "k",
+                    "require_client_cert": True,
+                }
+            },
+            "sip.tls.require_client_cert",
+            "ca_file",
+        ),
+        ({"srtp": "sometimes"}, "sip.srtp", "optional, mandatory, disabled"),
+    ],
+)
 def test_sip_guard_errors_name_the_key(sip: dict[str, Any], key: str, fragment: str) -> None:
     err = error(profile(sip))
     assert err.key == key and fragment in err.message, (err.key, err.message)
 
 
-@pytest.mark.parametrize("bot, media, key, fragment", [
-    ({"stall_timeout": -1}, {}, "bot.stall_timeout", "0-600"),
-    ({"ping_timeout": 0}, {}, "bot.ping_timeout", "1-600"),
-    ({"tls": {"verify": "perhaps"}}, {}, "bot.tls.verify", "true or false"),
-    ({"tls": {"verfy": False}}, {}, "bot.tls.verfy", 'did you mean "verify"'),
-    ({}, {"rtp_timeout": 99999}, "media.rtp_timeout", "0-3600"),
-])
-def test_bot_and_media_guard_errors(bot: dict[str, Any], media: dict[str, Any], key: str,
-                                   fragment: str) -> None:
+@pytest.mark.parametrize(
+    "bot, media, key, fragment",
+    [
+        ({"stall_timeout": -1}, {}, "bot.stall_timeout", "0-600"),
+        ({"ping_timeout": 0}, {}, "bot.ping_timeout", "1-600"),
+        ({"tls": {"verify": "perhaps"}}, {}, "bot.tls.verify", "true or false"),
+        ({"tls": {"verfy": False}}, {}, "bot.tls.verfy", 'did you mean "verify"'),
+        ({}, {"rtp_timeout": 99999}, "media.rtp_timeout", "0-3600"),
+    ],
+)
+def test_bot_and_media_guard_errors(
+    bot: dict[str, Any], media: dict[str, Any], key: str, fragment: str
+) -> None:
     err = error(profile(bot=bot, media=media))
     assert err.key == key and fragment in err.message, (err.key, err.message)
 
@@ -100,10 +141,18 @@ def test_turning_verification_off_is_explicit_and_warned() -> None:
 def test_inbound_password_is_a_secret_everywhere(tmp_path: Any) -> None:
     secret_file = tmp_path / "pw"
     secret_file.write_text("file-held-password\n")
-    data = profile({"inbound_auth": {"username": "trunk", "password": "${file:" + str(secret_file) + "}"},
-                    "tls": {"listen": "0.0.0.0:5061", "cert_file": "/etc/b/cert.pem",
-                            "key_file": "/etc/b/key.pem", "ca_file": "/etc/b/ca.pem",
-                            "require_client_cert": True}})
+    data = profile(
+        {
+            "inbound_auth": {"username": "trunk", "password": "${file:" + str(secret_file) + "}"},
+            "tls": {
+                "listen": "0.0.0.0:5061",
+                "cert_file": "/etc/b/cert.pem",
+                "key_file": "/etc/b/key.pem",
+                "ca_file": "/etc/b/ca.pem",
+                "require_client_cert": True,
+            },
+        }
+    )
     p = parse_profile(data, env={})
     auth = p.sip.guard.inbound_auth
     assert auth is not None and auth.password.reveal() == "file-held-password"
@@ -113,13 +162,22 @@ def test_inbound_password_is_a_secret_everywhere(tmp_path: Any) -> None:
 
 
 def test_render_round_trips_with_every_guard_key() -> None:
-    data = profile({"allow_from": ["192.0.2.0/24"], "rate_limit": {"invites_per_second": 5, "burst": 10},
-                    "inbound_auth": {"username": "trunk", "password": "${PW}", "realm": "acme"},
-                    "tls": {"listen": "0.0.0.0:5061", "cert_file": "c.pem", "key_file": "k.pem"},
-                    "srtp": "mandatory"},
-                   {"stall_timeout": 3, "ping_interval": 5, "ping_timeout": 5,
-                    "tls": {"verify": True, "ca_file": "/etc/ca.pem"}},
-                   {"rtp_timeout": 12})
+    data = profile(
+        {
+            "allow_from": ["192.0.2.0/24"],
+            "rate_limit": {"invites_per_second": 5, "burst": 10},
+            "inbound_auth": {"username": "trunk", "password": "${PW}", "realm": "acme"},
+            "tls": {"listen": "0.0.0.0:5061", "cert_file": "c.pem", "key_file": "k.pem"},
+            "srtp": "mandatory",
+        },
+        {
+            "stall_timeout": 3,
+            "ping_interval": 5,
+            "ping_timeout": 5,
+            "tls": {"verify": True, "ca_file": "/etc/ca.pem"},
+        },
+        {"rtp_timeout": 12},
+    )
     p = parse_profile(data, env={"PW": "password-123"})
     text = render_profile(p)
     assert "password-123" not in text
@@ -129,23 +187,48 @@ def test_render_round_trips_with_every_guard_key() -> None:
 
 
 guard_values = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=20),
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),
+    st.text(max_size=20),
     st.lists(st.text(max_size=20), max_size=3),
-    st.dictionaries(st.sampled_from(["listen", "cert_file", "key_file", "ca_file", "require_client_cert",
-                                     "username", "password", "realm", "invites_per_second", "burst",
-                                     "verify", "x"]),
-                    st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=20)), max_size=5),
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "listen",
+                "cert_file",
+                "key_file",
+                "ca_file",
+                "require_client_cert",
+                "username",
+                "password",
+                "realm",
+                "invites_per_second",
+                "burst",
+                "verify",
+                "x",
+            ]
+        ),
+        st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=20)),
+        max_size=5,
+    ),
 )
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.dictionaries(st.sampled_from(["allow_from", "rate_limit", "inbound_auth", "tls", "srtp"]),
-                       guard_values, max_size=4),
-       st.dictionaries(st.sampled_from(["stall_timeout", "ping_interval", "ping_timeout", "tls"]),
-                       guard_values, max_size=3),
-       st.dictionaries(st.just("rtp_timeout"), guard_values, max_size=1))
-def test_guard_keys_raise_only_config_error(sip: dict[str, Any], bot: dict[str, Any],
-                                            media: dict[str, Any]) -> None:
+@given(
+    st.dictionaries(
+        st.sampled_from(["allow_from", "rate_limit", "inbound_auth", "tls", "srtp"]), guard_values, max_size=4
+    ),
+    st.dictionaries(
+        st.sampled_from(["stall_timeout", "ping_interval", "ping_timeout", "tls"]), guard_values, max_size=3
+    ),
+    st.dictionaries(st.just("rtp_timeout"), guard_values, max_size=1),
+)
+def test_guard_keys_raise_only_config_error(
+    sip: dict[str, Any], bot: dict[str, Any], media: dict[str, Any]
+) -> None:
     try:
         p = parse_profile(profile(sip, bot, media), env={})
     except ConfigError as exc:

@@ -12,32 +12,67 @@ SRC = "192.0.2.7"
 
 def test_rfc2617_example_vector() -> None:
     # RFC 2617 section 3.5 (the response is the same for any method/uri hashing, MD5 + qop=auth).
-    got = digest_response(username="Mufasa", realm="testrealm@host.com", password="Circle Of Life",
-                          method="GET", uri="/dir/index.html", nonce="dcd98b7102dd2f0e8b11d0f600bfb0c093",
-                          nc="00000001", cnonce="0a4f113b")
+    got = digest_response(
+        username="Mufasa",
+        realm="testrealm@host.com",
+        password="Circle Of Life",
+        method="GET",
+        uri="/dir/index.html",
+        nonce="dcd98b7102dd2f0e8b11d0f600bfb0c093",
+        nc="00000001",
+        cnonce="0a4f113b",
+    )
     assert got == "6629fae49393a05397450978507c4ef1"
 
 
 def test_parse_digest_handles_quotes_commas_and_escapes() -> None:
-    header = ('Digest username="a\\"b", realm="r, x", nonce="n", uri="sip:bot@h;transport=udp", '
-              'response="0123", algorithm=MD5, cnonce="c", qop=auth, nc=00000001')
+    header = (
+        'Digest username="a\\"b", realm="r, x", nonce="n", uri="sip:bot@h;transport=udp", '
+        'response="0123", algorithm=MD5, cnonce="c", qop=auth, nc=00000001'
+    )
     params = parse_digest(header)
-    assert params == {"username": 'a"b', "realm": "r, x", "nonce": "n", "uri": "sip:bot@h;transport=udp",
-                      "response": "0123", "algorithm": "MD5", "cnonce": "c", "qop": "auth", "nc": "00000001"}
+    assert params == {
+        "username": 'a"b',
+        "realm": "r, x",
+        "nonce": "n",
+        "uri": "sip:bot@h;transport=udp",
+        "response": "0123",
+        "algorithm": "MD5",
+        "cnonce": "c",
+        "qop": "auth",
+        "nc": "00000001",
+    }
     assert parse_digest("Basic dXNlcjpwYXNz") is None
     assert parse_digest('Digest realm="unterminated') is None
 
 
-def authorization(auth: DigestAuthenticator, challenge: str, *, username: str = "trunk",
-                  password: str = "s3cret", nc: str = "00000001", uri: str = "sip:bot@198.51.100.1",
-                  method: str = "INVITE") -> str:
+def authorization(
+    auth: DigestAuthenticator,
+    challenge: str,
+    *,
+    username: str = "trunk",
+    password: str = "s3cret",
+    nc: str = "00000001",
+    uri: str = "sip:bot@198.51.100.1",
+    method: str = "INVITE",
+) -> str:
     params = parse_digest(challenge)
     assert params is not None
     nonce = params["nonce"]
-    response = digest_response(username=username, realm=auth.realm, password=password, method=method,
-                               uri=uri, nonce=nonce, nc=nc, cnonce="abcdef")
-    return (f'Digest username="{username}", realm="{auth.realm}", nonce="{nonce}", uri="{uri}", '
-            f'response="{response}", algorithm=MD5, cnonce="abcdef", qop=auth, nc={nc}')
+    response = digest_response(
+        username=username,
+        realm=auth.realm,
+        password=password,
+        method=method,
+        uri=uri,
+        nonce=nonce,
+        nc=nc,
+        cnonce="abcdef",
+    )
+    return (
+        f'Digest username="{username}", realm="{auth.realm}", nonce="{nonce}", uri="{uri}", '
+        f'response="{response}", algorithm=MD5, cnonce="abcdef", qop=auth, nc={nc}'
+    )
 
 
 def test_challenge_then_valid_credentials_pass() -> None:
@@ -52,8 +87,10 @@ def test_challenge_then_valid_credentials_pass() -> None:
 def test_wrong_password_or_user_fails_without_a_new_challenge() -> None:
     auth = DigestAuthenticator("trunk", "s3cret")
     challenge = auth.challenge(SRC, 0.0)
-    for header in (authorization(auth, challenge, password="guess"),
-                   authorization(auth, challenge, username="admin")):
+    for header in (
+        authorization(auth, challenge, password="guess"),
+        authorization(auth, challenge, username="admin"),
+    ):
         result = auth.check("INVITE", [header], SRC, 1.0)
         assert not result.ok and result.challenge is None
         assert "wrong digest credentials" in result.why
@@ -115,11 +152,32 @@ def test_parse_digest_never_raises(header: str) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.text(max_size=200) | st.dictionaries(
-    st.sampled_from(["username", "realm", "nonce", "uri", "response", "nc", "cnonce", "qop", "algorithm",
-                     "opaque"]), st.text(max_size=40), max_size=9).map(
-    lambda d: "Digest " + ", ".join(f'{k}="{v}"' for k, v in d.items())), max_size=3),
-    st.text(max_size=40), st.floats(allow_nan=False, allow_infinity=False))
+@given(
+    st.lists(
+        st.text(max_size=200)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "username",
+                    "realm",
+                    "nonce",
+                    "uri",
+                    "response",
+                    "nc",
+                    "cnonce",
+                    "qop",
+                    "algorithm",
+                    "opaque",
+                ]
+            ),
+            st.text(max_size=40),
+            max_size=9,
+        ).map(lambda d: "Digest " + ", ".join(f'{k}="{v}"' for k, v in d.items())),
+        max_size=3,
+    ),
+    st.text(max_size=40),
+    st.floats(allow_nan=False, allow_infinity=False),
+)
 def test_check_never_raises_and_never_admits_junk(headers: list[str], source: str, now: float) -> None:
     auth = DigestAuthenticator("trunk", "s3cret", "sip-ws-bridge")
     result = auth.check("INVITE", headers, source, now)
