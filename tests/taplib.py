@@ -32,7 +32,7 @@ FRAME = 160  # samples per 20 ms packet
 
 def wav_pcm(path: Path) -> bytes:
     with wave.open(str(path)) as wav:
-        return wav.readframes(wav.getnframes())
+        return bytes(wav.readframes(wav.getnframes()))
 
 
 def tone(freq: float, seconds: float, amplitude: float = 6000.0) -> bytes:
@@ -187,7 +187,7 @@ def onsets(x: npt.NDArray[np.float64], threshold: float = 1500.0, min_gap: int =
 
 def pair_offsets(a: list[int], b: list[int], max_pair: int = RATE // 4) -> list[int]:
     """For each onset of `a`, the signed distance (samples) to the nearest onset of `b`."""
-    out = []
+    out: list[int] = []
     bb = np.array(b)
     if not len(bb):
         return out

@@ -47,6 +47,7 @@ from bridge.sip.access import InboundGate, RateLimit
 from bridge.sip.digest import DigestAuthenticator
 from bridge.sip.dtmf import DtmfTracker
 from bridge.sip.message import parse_headers, uri_user
+from bridge.sip.pjlog import LineBudget, shorten
 from bridge.sip.rtpwatch import RtpWatch
 
 log = logging.getLogger("bridge.sip")
@@ -141,10 +142,19 @@ def _guarded(fn: F) -> F:
 class _LogWriter(pj.LogWriter):  # type: ignore[misc]
     """PJSIP's log into stdlib logging. Called from any PJSIP thread, rarely at the levels we ask."""
 
+    budget = LineBudget()  # errors and warnings: junk from the network must not flood the log
+
     def write(self, entry: Any) -> None:
         level = entry.level
         pylevel = logging.ERROR if level <= 1 else logging.WARNING if level == 2 else logging.DEBUG
-        pjlog.log(pylevel, "%s", entry.msg.rstrip())
+        message = shorten(str(entry.msg))
+        if level <= 2:
+            allowed, dropped = self.budget.take(time.monotonic())
+            if not allowed:
+                return
+            if dropped:
+                message = f"{message} [{dropped} more PJSIP error/warning lines were left out]"
+        pjlog.log(pylevel, "%s", message)
 
 
 # SWIG's director wraps every callback in PyGILState_Ensure()/Release(); on a thread Python did
@@ -251,6 +261,9 @@ class _Call(pj.Call):  # type: ignore[misc]
             end = CallEnd(code=code, reason=reason, ended_by="local" if self.ended_locally else "remote")
             if self.channel is not None:
                 self.channel.closed = True
+            for tap_channel in self.tap_channels or ():
+                if tap_channel is not None:
+                    tap_channel.closed = True
             self.engine._call_gone(self, end)
 
     @_guarded
@@ -298,8 +311,9 @@ class _Call(pj.Call):  # type: ignore[misc]
         """Each received stream into its own port; no port ever transmits into the call.
 
         Recorded streams are sendonly from the far end, so they report REMOTE_HOLD while audio
-        flows; both that and ACTIVE are taken. The RTP watch follows the first stream."""
+        flows; both that and ACTIVE are taken. The RTP watch counts the packets of them all."""
         first = True
+        self.rx_expected = False
         for index, media in enumerate(ci.media):
             if media.type != pj.PJMEDIA_TYPE_AUDIO or index >= len(channels):
                 continue
@@ -448,7 +462,7 @@ class SipEngine:
         self.accepting = True  # cleared while draining: new INVITEs get 503
         self.rejected_over_capacity = 0
         self.refused_requests = 0  # REFERs and Replaces from peers
-        self.gate: InboundGate | None = None  # made on the sip thread (it may resolve host names)
+        self.gate: InboundGate | None = None  # made by start() (it may resolve host names)
         self._next_media_check = 0.0
         self.rejected_invites: dict[str, int] = {}  # by reason (over_capacity, shutting_down), for metrics
         self.conference_ticks = TickCounter()  # counted by _TickPort once the first tap is answered
@@ -457,6 +471,13 @@ class SipEngine:
     # ---- lifecycle --------------------------------------------------------------------
 
     def start(self, timeout: float = 15.0) -> None:
+        s = self.settings
+        # Made here, before the SIP thread's start-up clock runs: host names in allow_from are
+        # resolved now (blocking DNS, once), and the SIP thread only reads the gate afterwards.
+        self.gate = InboundGate(
+            s.allow_from, s.rate_limit,
+            DigestAuthenticator(*s.inbound_auth) if s.inbound_auth is not None else None,
+        )
         self._thread = threading.Thread(target=self._run, name="sip", daemon=True)
         self._thread.start()
         if not self._ready.wait(timeout):
@@ -662,7 +683,9 @@ class SipEngine:
             if call.rtp_watch is None:
                 call.rtp_watch = RtpWatch(timeout)
             try:
-                rx_packets = int(call.getStreamStat(call.media_index).rtcp.rxStat.pkt)
+                # A tap counts every stream it records: one silent side must not end the call.
+                indexes = list(call.tap_slots) if call.tap_channels is not None else [call.media_index]
+                rx_packets = sum(int(call.getStreamStat(i).rtcp.rxStat.pkt) for i in indexes)
             except pj.Error:
                 continue
             if call.rtp_watch.update(now, rx_packets, call.rx_expected):
@@ -707,10 +730,6 @@ class SipEngine:
         med.ecTailLen = 0
         med.quality = 4  # resampling quality when a G.722 leg meets the 8 kHz clock
         ep.libInit(cfg)
-        self.gate = InboundGate(
-            s.allow_from, s.rate_limit,
-            DigestAuthenticator(*s.inbound_auth) if s.inbound_auth is not None else None,
-        )
 
         for proto in s.transports:
             tc = pj.TransportConfig()
@@ -776,8 +795,9 @@ class SipEngine:
             "SIP listening on %s %s:%d (%s)", "/".join(t.upper() for t in s.transports), s.listen_host,
             s.listen_port, "registering as " + ac.idUri if reg else "trunk mode: accepting INVITEs directly",
         )
-        for line in self.gate.describe():
-            log.info("%s", line)
+        if self.gate is not None:
+            for line in self.gate.describe():
+                log.info("%s", line)
 
     def _create_tls_transport(self, ep: Any, t: TlsParams) -> None:
         for path, key in ((t.cert_file, "sip.tls.cert_file"), (t.key_file, "sip.tls.key_file"),

@@ -5,6 +5,6 @@ Two inputs: SIPREC recording sessions (RFC 7865/7866: one INVITE, one stream per
 or a header such as `X-Stream-Mode: tap`), paired by a correlation header. Pure parts:
 `metadata` (multipart body, SDP labels, rs-metadata), `align` (tracks lined up by conference
 tick), `layout` (separate, mixed, stereo), `stream` (one AgentStream socket's messages),
-`correlate` (which calls are one conversation). `channel` is the clock-thread hand-off;
-`conversation` and `service` are the asyncio side.
+`correlate` (which calls are one conversation), `tracks` (who each stream is). `channel` is the
+clock-thread hand-off; `sink` (one socket), `conversation` and `service` are the asyncio side.
 """

@@ -20,17 +20,15 @@ import asyncio
 import dataclasses
 import logging
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from bridge.agentstream.events import ProtocolError, StartInfo, StopReason
+from bridge.agentstream.events import StartInfo, StopReason
 from bridge.audio.framing import frame_bytes
 from bridge.audio.ticks import TickCounter
-from bridge.call import CallPolicy
+from bridge.call import CallPolicy, socket_rate_and_params
 from bridge.config_tap import TapSettings
-from bridge.errors import BotConnectError
 from bridge.logs import CallLog, record
 from bridge.sip import CallEnd, IncomingCall, MediaInfo, StreamStats
 from bridge.tap.align import TrackAligner
@@ -46,13 +44,14 @@ from bridge.tap.metadata import (
     parse_sdp_streams,
     sdp_of,
 )
+from bridge.tap.sink import TapSink
 from bridge.tap.stream import TapStream
 from bridge.tap.tracks import TrackInfo, forked_track, siprec_tracks
-from bridge.ws.client import BotLink, open_bot_link, redact_url
+from bridge.ws.client import redact_url
 
 log = logging.getLogger("bridge.tap")
 
-__all__ = ["TapConversation", "TapLeg", "TapSink", "TapSip"]
+__all__ = ["TapConversation", "TapLeg", "TapSip"]
 
 FRAME_MS = 20
 # A track may hold the others back this long (its media not connected yet, a stalled hand-off)
@@ -97,116 +96,11 @@ class TapLeg:
         return self.incoming.handle
 
 
-class TapSink:
-    """One socket to the service: opens, sends what its TapStream makes, ignores what comes back."""
-
-    def __init__(self, conversation: TapConversation, stream: TapStream, track: str | None, why: str) -> None:
-        self.conversation = conversation
-        self.stream = stream
-        self.track = track  # the one track of a `separate` socket; None: all of them
-        self.why = why  # "start" | "join" | "participant change" | "reopen"
-        self.stream_sid = uuid.uuid4().hex
-        self.link: BotLink | None = None
-        self.opened: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self.error = ""
-        self.done = False  # stop sent (or never opened): nothing more is sent
-        self.stop_reason: StopReason | None = None
-        self.closed_by_service = False
-        self.media_dropped = 0
-        self._stall_warned = False
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.ensure_future(self._run())
-
-    async def _run(self) -> None:
-        conv = self.conversation
-        policy = conv.policy
-        try:
-            link = await open_bot_link(
-                conv.url, headers=conv.headers, timeout=policy.connect_timeout,
-                retries=policy.connect_retries,
-                max_message_bytes=policy.max_message_bytes, ssl_context=policy.ssl_context,
-                ping_interval=policy.ping_interval, ping_timeout=policy.ping_timeout, logger=conv.log,
-            )
-        except BotConnectError as exc:
-            self.error = exc.reason
-            self.done = True
-            self.opened.set_result(False)
-            return
-        self.link = link
-        info = conv.start_info(self)
-        for text in self.stream.open(info, policy.chunk_ms):
-            link.send_nowait(text)
-        conv.log.info("tap stream %s open (%s, %s): %s", self.stream_sid, conv.layout,
-                      self.track or "all tracks", self.why, extra={"stream_sid": self.stream_sid})
-        self.opened.set_result(True)
-        if self.stop_reason:  # ended while opening: what was kept, then stop
-            for text in self.stream.close(self.stop_reason):
-                link.send_nowait(text)
-            await link.close(1000)
-            return
-        session = self.stream.session
-        assert session is not None
-        async for message in link.messages():
-            try:
-                session.receive(message)  # one-way: counted and ignored
-            except ProtocolError:
-                await link.close(1009, "message too big")
-                break
-        if not self.done:
-            self.closed_by_service = True
-            self.done = True
-            conv.sink_lost(self)
-
-    def send(self, texts: list[str], *, droppable: bool = True) -> None:
-        link = self.link
-        if link is None or self.done or not texts:
-            return
-        for text in texts:
-            if not link.send_nowait(text, droppable=droppable):
-                self.media_dropped += 1
-        if link.stalled_since is not None and not self._stall_warned:
-            self._stall_warned = True
-            self.conversation.log.warning("the tap service is not reading stream %s: its audio is being "
-                                          "dropped", self.stream_sid)
-
-    async def finish(self, reason: StopReason) -> None:
-        """`stop` with this reason, then close 1000 (or give up opening)."""
-        if self.done:
-            if self.link is not None and self.link.is_open:
-                await self.link.close(1000)
-            return
-        self.done = True
-        self.stop_reason = reason
-        link = self.link
-        if link is None:
-            return  # still opening (or never started): _run sends the rest and stop once open
-        for text in self.stream.close(reason):
-            link.send_nowait(text)
-        await link.close(1000)
-
-    def summary(self) -> dict[str, object]:
-        session = self.stream.session
-        return {
-            "stream_sid": self.stream_sid,
-            "track": self.track or "all",
-            "opened_for": self.why,
-            "frames": self.stream.frames,
-            "padded_frames": self.stream.padded_frames,
-            "media_messages": session.chunks_sent if session is not None else 0,
-            "media_dropped": self.media_dropped,
-            "stop_reason": self.stop_reason or "",
-            "closed_by_service": self.closed_by_service,
-            "error": self.error,
-        }
-
-
 class TapConversation:
+    """One conversation: its legs, tracks, aligner and sockets (loop thread only)."""
+
     def __init__(self, conversation_id: str, kind: str, *, sip: TapSip, policy: CallPolicy, tap: TapSettings,
                  notify_media: Callable[[], None], on_done: Callable[[TapConversation], None]) -> None:
-        from bridge.call import socket_rate_and_params
-
         self.conversation_id = conversation_id
         self.kind = kind
         self.sip = sip
@@ -308,6 +202,7 @@ class TapConversation:
             reasons = "; ".join(sorted({s.error for s in sinks if s.error})) or "not opened"
             status = self.policy.unreachable_status if self.policy.unreachable_action == "reject" else 503
             leg.outcome = "rejected"
+            leg.hung_up_by_bridge = "tap service unreachable"
             leg.log.error("tap service %s unreachable (%s); rejecting the tap call with %d",
                           redact_url(self.url), reasons, status)
             self.end_reason = self.end_reason or f"tap service unreachable ({reasons})"
@@ -401,8 +296,9 @@ class TapConversation:
 
     def _new_sink(self, track: str | None, first_tick: int | None, why: str, *,
                   start: bool = True) -> TapSink:
+        # Audio waits for a socket at most until the pair is complete (plus connecting): bounded.
         stream = TapStream(channels=2 if self.layout == "stereo" else 1, clock_rate=self.clock_rate,
-                           first_tick=first_tick)
+                           first_tick=first_tick, max_pending_s=max(60.0, self.tap.pair_timeout_s + 30.0))
         sink = TapSink(self, stream, track, why)
         self.sinks.append(sink)
         self.all_sinks.append(sink)
@@ -431,7 +327,8 @@ class TapConversation:
         """`start` of a socket, from what is known when it opens (the latest participants)."""
         leg = next(iter(self.legs.values()), None) or self.all_legs[0]
         if sink.track is not None:
-            leg = self.legs.get(int(sink.track.split(":", 1)[0]), leg)
+            handle = int(sink.track.split(":", 1)[0])
+            leg = next((candidate for candidate in self.all_legs if candidate.handle == handle), leg)
         params = dict(self.url_params)
         allowed = self.policy.header_allowed
         if allowed is not None and self.policy.forward_headers:

@@ -168,7 +168,7 @@ async def open_bot_link(
                 compression=None,  # audio does not compress; deflate costs CPU per message
                 max_size=max_message_bytes,  # larger messages close the socket with 1009
                 write_limit=4 * DEFAULT_BACKLOG_LIMIT,
-                ping_interval=ping_interval or None,  # a bot that stops answering pings is closed (1011)
+                ping_interval=ping_interval or None,  # no pong within ping_timeout: disconnected
                 ping_timeout=ping_timeout,
                 close_timeout=5,
                 user_agent_header=f"sip-ws-bridge/{__version__}",

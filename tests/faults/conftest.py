@@ -29,18 +29,32 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     write("  ".join("-" * w for w in widths))
     for row in rows:
         disturbed = f"{row.disturbed} of {row.others}" if row.others else "-"
-        cells = (row.group, row.fault[:72], str(row.injected), "yes" if row.survived else "NO",
-                 str(row.bad_inputs), disturbed, row.baseline)
+        cells = (
+            row.group,
+            row.fault[:72],
+            str(row.injected),
+            "yes" if row.survived else "NO",
+            str(row.bad_inputs),
+            disturbed,
+            row.baseline,
+        )
         write("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)))
     survived = [r for r in rows if r.survived]
     checked = [r for r in rows if r.baseline.startswith("ok")]
     faults = [r for r in rows if r.group != "fuzz"]
     fuzzed = sum(r.injected for r in rows if r.group == "fuzz")
     write("")
-    write(f"faults injected: {sum(r.injected for r in faults)} in {len(faults)} cases (+ {fuzzed} fuzz "
-          f"examples); survived: {len(survived)} of {len(rows)} cases")
+    write(
+        f"faults injected: {sum(r.injected for r in faults)} in {len(faults)} cases (+ {fuzzed} fuzz "
+        f"examples); survived: {len(survived)} of {len(rows)} cases"
+    )
     write(f"bad inputs tried: {sum(r.bad_inputs for r in rows)}")
-    write(f"other calls disturbed: {sum(r.disturbed for r in rows)} of {sum(r.others for r in rows)} "
-          "checked (must be 0)")
-    write(f"memory and calls back to baseline: {len(checked)} cases checked, all ok" if checked
-          else "memory and calls back to baseline: not checked in this run")
+    write(
+        f"other calls disturbed: {sum(r.disturbed for r in rows)} of {sum(r.others for r in rows)} "
+        "checked (must be 0)"
+    )
+    write(
+        f"memory and calls back to baseline: {len(checked)} cases checked, all ok"
+        if checked
+        else "memory and calls back to baseline: not checked in this run"
+    )

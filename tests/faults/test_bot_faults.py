@@ -81,7 +81,7 @@ def test_unreachable_bots_are_rejected_while_another_call_goes_on(tmp_path: Path
         bridge = start_bridge(tmp_path, good.url, routed({"bot": {"connect_timeout": 1}}))
         try:
             baseline = Baseline(bridge)
-            thread, out = background(healthy_call, bridge.uri, tmp_path, 13.0)
+            thread, out = background(healthy_call, bridge.uri, tmp_path, 8.0)
             good.wait_stream()
             faults = {
                 "refused": ("ws://127.0.0.1:9/bot", None),
@@ -89,18 +89,23 @@ def test_unreachable_bots_are_rejected_while_another_call_goes_on(tmp_path: Path
                 "http-500": (b500.url, b500),
                 "handshake-hangs": (hung.url, hung),
             }
-            for name, (url, bot) in faults.items():
+
+            def timed(url: str) -> tuple[dict[str, object], float]:
                 started = time.monotonic()
                 result = run_test_caller(
                     bridge.uri, tmp_path, silent=True, hold=0.1, headers={"X-Bot-Url": url}
                 )
-                elapsed = time.monotonic() - started
+                return result, time.monotonic() - started
+
+            attempts = {name: background(timed, url) for name, (url, _) in faults.items()}  # all at once
+            for name, (_, bot) in faults.items():
+                result, elapsed = joined(*attempts[name])
                 assert not result["answered"] and result["end_code"] == 503, (name, result)
                 if bot is not None:
                     assert bot.connections == 2, (name, bot.connections)  # one retry
                 if name == "handshake-hangs":
                     assert 1.9 <= elapsed <= 6, elapsed  # 2 attempts of connect_timeout (1 s)
-            disturbed = check_healthy(joined(thread, out), good.wait_closed(), seconds=12)
+            disturbed = check_healthy(joined(thread, out), good.wait_closed(), seconds=8)
             summaries = bridge.wait_summaries(5)
             assert sorted(s["outcome"] for s in summaries) == ["answered"] + ["rejected"] * 4
             back = baseline.back()
@@ -147,7 +152,7 @@ def test_stalled_bot_costs_bounded_memory_and_its_call_is_ended(tmp_path: Path) 
             run_test_caller(bridge.uri, tmp_path, silent=True, hold=0.2)  # warm-up
             good.wait_closed(0)
             baseline = Baseline(bridge)
-            thread, out = background(healthy_call, bridge.uri, tmp_path, 22.0)
+            thread, out = background(healthy_call, bridge.uri, tmp_path, 14.0)
             good.wait_stream(1)
             stalled_thread, stalled_out = background(
                 run_test_caller,
@@ -161,7 +166,7 @@ def test_stalled_bot_costs_bounded_memory_and_its_call_is_ended(tmp_path: Path) 
                 baseline.sample()
                 time.sleep(0.2)
             stalled_result = joined(stalled_thread, stalled_out)
-            disturbed = check_healthy(joined(thread, out), good.wait_closed(1), seconds=20, chunk_ms=20)
+            disturbed = check_healthy(joined(thread, out), good.wait_closed(1), seconds=14, chunk_ms=20)
             summaries = bridge.wait_summaries(3)
             back = baseline.back()
         finally:
@@ -199,21 +204,21 @@ def test_flooding_bot_is_capped_and_counted(tmp_path: Path) -> None:
             run_test_caller(bridge.uri, tmp_path, silent=True, hold=0.2)  # warm-up
             good.wait_closed(0)
             baseline = Baseline(bridge)
-            thread, out = background(healthy_call, bridge.uri, tmp_path, 12.0)
+            thread, out = background(healthy_call, bridge.uri, tmp_path, 9.0)
             good.wait_stream(1)
             flood_thread, flood_out = background(
                 run_test_caller,
                 bridge.uri,
                 tmp_path,
                 silent=True,
-                hold=8.0,
+                hold=6.0,
                 headers={"X-Bot-Url": flooder.url},
             )
             while flood_thread.is_alive():
                 baseline.sample()
                 time.sleep(0.2)
             flood_result = joined(flood_thread, flood_out)
-            disturbed = check_healthy(joined(thread, out), good.wait_closed(1), seconds=11)
+            disturbed = check_healthy(joined(thread, out), good.wait_closed(1), seconds=9)
             summaries = bridge.wait_summaries(3)
             back = baseline.back()
         finally:
@@ -227,8 +232,12 @@ def test_flooding_bot_is_capped_and_counted(tmp_path: Path) -> None:
     growth = baseline.peak - baseline.rss
     assert growth < 30, growth
     assert disturbed == 0
-    record("bot", f"bot floods 180 s of audio at once: {dropped_s:.0f} s dropped and counted",
-           others=1, baseline=back)
+    record(
+        "bot",
+        f"bot floods 180 s of audio at once: {dropped_s:.0f} s dropped and counted",
+        others=1,
+        baseline=back,
+    )
 
 
 def test_nonsense_from_the_bot_is_counted_and_the_call_goes_on(tmp_path: Path) -> None:

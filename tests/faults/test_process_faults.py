@@ -101,7 +101,7 @@ def test_a_second_instance_fails_clearly_and_the_first_keeps_its_call(tmp_path: 
         first = start_bridge(tmp_path, bot.url)
         try:
             baseline = Baseline(first)
-            thread, out = background(healthy_call, first.uri, tmp_path, 8.0)
+            thread, out = background(healthy_call, first.uri, tmp_path, 6.0)
             bot.wait_stream()
             second = subprocess.run(
                 [sys.executable, "-m", "bridge", "run", "--profile", str(first.profile_path)],
@@ -111,7 +111,7 @@ def test_a_second_instance_fails_clearly_and_the_first_keeps_its_call(tmp_path: 
                 timeout=30,
                 check=False,
             )
-            disturbed = check_healthy(joined(thread, out), bot.wait_closed(), seconds=8)
+            disturbed = check_healthy(joined(thread, out), bot.wait_closed(), seconds=6)
             back = baseline.back()
         finally:
             first.stop()

@@ -396,7 +396,7 @@ def test_secrets_never_appear_in_logs_check_output_status_or_metrics(tmp_path: P
     profile = {
         "sip": {
             "register": {
-                "registrar": f"sip:127.0.0.1:{free_port()}",
+                "registrar": f"sip:127.0.0.1:{free_port()};transport=tcp",  # refused at once
                 "username": "bridge",
                 "password": "${REG_PASSWORD}",
             },
@@ -433,6 +433,8 @@ def test_secrets_never_appear_in_logs_check_output_status_or_metrics(tmp_path: P
     )
     assert unreachable["end_code"] == 503 and wrong["end_code"] == 403
     assert check.returncode == 0, check.stderr
+    assert all(pages), "the control listener's /status and /metrics were not served"
+    assert "sip_ws_bridge_" in pages[1]
     everything = bridge.log_text() + check.stdout + check.stderr + "".join(pages)
     basic = base64.b64encode(f"user:{secrets['URL_PASSWORD']}".encode()).decode()
     for value in [*secrets.values(), inbound, inbound + "x", basic]:

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from tests.botlib import Stream, TestBot
-from tests.bridgelib import BridgeProcess
+from tests.bridgelib import BridgeProcess, free_port
 from tests.integration.test_call_e2e import exact_fraction
-from tests.peerlib import SPEECH_WAV, run_sipp, start_sipp
+from tests.peerlib import SPEECH_WAV, Asterisk, free_udp_range, run_sipp, start_sipp
 from tests.taplib import (
     RtpSender,
     RtpStream,
@@ -118,7 +118,8 @@ def test_siprec_streams_go_to_their_participants_sockets_and_follow_a_metadata_u
     assert params(customer)["participant_name"] == "Alice Customer"
     assert params(customer)["participant_number"] == "+15551230001" and params(customer)["label"] == "10"
     assert params(bob)["participant_name"] == "Bob Agent" and params(bob)["label"] == "20"
-    assert params(carol)["participant_name"] == "Carol Agent" and params(carol)["participant_number"] == "agent-carol"
+    assert params(carol)["participant_name"] == "Carol Agent"
+    assert params(carol)["participant_number"] == "agent-carol"
     conversation = {params(s)["conversation_id"] for s in streams}
     assert conversation == {"hVpd7YQgRW2nD22h7q60JQ=="}
     for stream in streams:
@@ -156,7 +157,8 @@ def test_siprec_streams_go_to_their_participants_sockets_and_follow_a_metadata_u
 
 
 def test_siprec_stereo_puts_the_customer_left_and_the_agent_right(tmp_path: Path) -> None:
-    with TestBot() as bot, BridgeProcess(tmp_path, bot.url, {"tap": {**AGENT_MATCH, "layout": "stereo"}}) as bridge:
+    profile = {"tap": {**AGENT_MATCH, "layout": "stereo"}}
+    with TestBot() as bot, BridgeProcess(tmp_path, bot.url, profile) as bridge:
         result, _ = siprec_call(tmp_path, bridge, agent=TONE, customer=SPEECH, hold_s=2.5)
         streams = wait_streams(bot, 2)  # one socket, reopened when the agent changed
     assert result.rc == 0, result.errors
@@ -176,7 +178,8 @@ def test_siprec_stereo_puts_the_customer_left_and_the_agent_right(tmp_path: Path
 
 
 def test_siprec_mixed_is_the_sum_of_both_sides(tmp_path: Path) -> None:
-    with TestBot() as bot, BridgeProcess(tmp_path, bot.url, {"tap": {**AGENT_MATCH, "layout": "mixed"}}) as bridge:
+    profile = {"tap": {**AGENT_MATCH, "layout": "mixed"}}
+    with TestBot() as bot, BridgeProcess(tmp_path, bot.url, profile) as bridge:
         result, _ = siprec_call(tmp_path, bridge, agent=TONE, customer=SPEECH, hold_s=2.5)
         streams = wait_streams(bot, 2)
     assert result.rc == 0, result.errors
@@ -266,7 +269,8 @@ def test_forked_legs_are_one_conversation_on_one_timeline(tmp_path: Path) -> Non
     assert params(agent)["conversation_offset_ms"] == "0"
     c, a = samples(pcm_of(customer)), samples(pcm_of(agent))
     assert np.abs(a[: 4000]).max() == 0  # the agent's first 0.5 s: padding before its leg existed
-    assert band_energy(c, 1500) < 0.01 * band_energy(c, 500) and band_energy(a, 500) < 0.01 * band_energy(a, 1500)
+    assert band_energy(c, 1500) < 0.01 * band_energy(c, 500)  # each socket has its own side only
+    assert band_energy(a, 500) < 0.01 * band_energy(a, 1500)
     # The agent's RTP starts wherever the schedule is (maybe mid-beep): its first beep is no marker.
     first = int(np.flatnonzero(np.abs(a) > 0)[0])
     offsets = pair_offsets(onsets(c), [o for o in onsets(a) if o > first + 2000])
@@ -288,6 +292,41 @@ def test_forked_legs_in_stereo_share_one_socket(tmp_path: Path) -> None:
     assert np.abs(np.frombuffer(right[:6400], dtype="<i2")).max() == 0  # before the agent's leg
 
 
+@pytest.mark.skipif(not Asterisk.available(), reason="Asterisk is not built (scripts/build-asterisk.sh)")
+def test_asterisk_snoop_calls_tap_both_sides_of_a_real_call(tmp_path: Path) -> None:
+    """The README's dialplan on a real Asterisk 22: a customer (speech) and an agent (1 kHz tone)
+    talk; when the agent answers, Asterisk places one ChanSpy call per side to the registered
+    bridge with the tap headers; each socket carries its side only."""
+    sip_port = free_port()
+    ast = Asterisk.start(tmp_path, sip_port, free_udp_range(100))
+    try:
+        with TestBot() as bot:
+            profile = {"sip": {"register": {"registrar": f"sip:127.0.0.1:{sip_port}", "username": "bridge",
+                                            "password": "secret", "expires": 300}}}
+            with BridgeProcess(tmp_path, bot.url, profile):
+                deadline = time.monotonic() + 15
+                while not ast.contacts("bridge") and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                assert ast.contacts("bridge"), ast.cli("pjsip show contacts")
+                ast.cli("channel originate Local/cust@tap-demo/n extension dialer@tap-demo")
+                streams = wait_streams(bot, 2, timeout=40)
+    finally:
+        ast.stop()
+    tracks = by_track(streams)
+    (customer,), (agent,) = tracks["customer"], tracks["agent"]
+    tap_id = params(customer)["conversation_id"]
+    assert params(agent)["conversation_id"] == tap_id and params(customer)["X-Tap-Id"] == tap_id
+    assert f"TAP-START {tap_id}" in ast.messages()
+    for stream in (customer, agent):
+        assert stream.of("stop")[0]["stop"]["reason"] == "callended"  # the spied call ended
+    c, a = samples(pcm_of(customer)), samples(pcm_of(agent))
+    assert len(c) > 8000 * 3 and len(a) > 8000 * 3
+    total_a = float(np.sum(a**2)) * len(a) / 2
+    total_c = float(np.sum(c**2)) * len(c) / 2
+    assert band_energy(a, 1000) > 0.8 * total_a  # the agent's socket: the agent's tone
+    assert band_energy(c, 1000) < 0.2 * total_c and np.sqrt(np.mean(c**2)) > 300  # the customer: speech
+
+
 # ------------------------------------------------------------------------------------ alignment
 
 
@@ -305,7 +344,7 @@ def _alignment_run(tmp_path: Path, seconds: float) -> None:
         streams = wait_streams(bot, 3, timeout=30)
         summary = summary_of(bridge)
     assert result.rc == 0, result.errors
-    assert rtp[0].dropped > seconds * 50 * 0.05  # the loss really happened
+    assert rtp[0].dropped > seconds * 50 * 0.03  # the loss really happened (5 % of unprotected packets)
 
     def timeline(parts: list[Stream]) -> np.ndarray:
         out = bytearray()
@@ -321,8 +360,9 @@ def _alignment_run(tmp_path: Path, seconds: float) -> None:
     # Beeps lost to the silent second and the 1 s loss cannot pair; all others must.
     assert len(offsets) >= seconds - 6, offsets
     assert all(abs(d) <= 160 for d in offsets), offsets
+    counters = {k: summary[k] for k in ("late_frames", "gap_frames", "lag_frames")}
     report = {"beeps": len(offsets), "worst_samples": max(abs(d) for d in offsets), "offsets": offsets,
-              "agent_lost": rtp[0].dropped, **{k: summary[k] for k in ("late_frames", "gap_frames", "lag_frames")}}
+              "agent_lost": rtp[0].dropped, **counters}
     print(json.dumps(report))
 
 

@@ -3,6 +3,8 @@ gaps, lag or end; late frames dropped and counted; never a frame at the wrong ti
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -60,7 +62,8 @@ def test_gaps_in_a_track_are_silence_and_counted() -> None:
     push(al, "a", [0, 1, 4, 5])
     block = al.pop()
     assert block is not None
-    assert frames_of(block, "a") == [frame("a", 0), frame("a", 1), SILENCE, SILENCE, frame("a", 4), frame("a", 5)]
+    want = [frame("a", 0), frame("a", 1), SILENCE, SILENCE, frame("a", 4), frame("a", 5)]
+    assert frames_of(block, "a") == want
     assert al.gap_frames["a"] == 2
 
 
@@ -157,7 +160,7 @@ def test_no_frame_is_ever_output_at_another_tick_and_none_is_lost_silently(
         al.end(key)
     pop(final=True)
     # Blocks are contiguous in tick order.
-    for before, after in zip(blocks, blocks[1:], strict=False):
+    for before, after in itertools.pairwise(blocks):
         assert after.start_tick == before.start_tick + before.frames
     for key, ticks in tracks.items():
         output = 0

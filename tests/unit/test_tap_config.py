@@ -26,7 +26,8 @@ def test_defaults_are_bot_mode_with_header_taps_and_separate_sockets() -> None:
 
 def test_a_full_tap_section() -> None:
     profile = parse({**minimal(), "mode": "TAP", "tap": {
-        "url": "wss://asr.example.com/tap?sample-rate=16000", "headers": {"Authorization": f"Bearer {SECRET}"},
+        "url": "wss://asr.example.com/tap?sample-rate=16000",
+        "headers": {"Authorization": f"Bearer {SECRET}"},
         "layout": "stereo", "enabled_by_header": None, "correlation_header": "X-Conv",
         "track_header": "X-Side", "pair_timeout_s": 30, "agent_match": ["sip:agent-*", "1???"],
     }})
@@ -70,3 +71,13 @@ def test_tap_settings_apply_on_reload() -> None:
     plan = plan_reload(old, new)
     assert {"mode", "tap.layout"} <= set(plan.applied) and not plan.needs_restart
     assert plan.profile.tap.layout == "mixed"
+
+
+def test_the_agent_assist_example_profile_loads() -> None:
+    from bridge.config import load_profile
+    from tests.unit.test_config import PROFILES
+
+    profile = load_profile(PROFILES / "agent-assist.yaml", env={"ASR_TOKEN": "t"})
+    assert profile.mode == "tap" and profile.tap.layout == "separate"
+    assert profile.tap.url is not None and profile.tap.url.sample_rate == 16000
+    assert profile.tap.headers["Authorization"].reveal() == "Bearer t" and not profile.warnings

@@ -34,7 +34,8 @@ def test_siprec_without_or_with_broken_metadata_says_why() -> None:
     ("tap", "bot", None),  # the header overrides the profile both ways
     ("tap", "nonsense", "forked"),
 ])
-def test_plain_calls_become_taps_by_profile_or_header(mode: str, header: str | None, kind: str | None) -> None:
+def test_plain_calls_become_taps_by_profile_or_header(mode: str, header: str | None,
+                                                      kind: str | None) -> None:
     headers = [("Content-Type", "application/sdp"), ("X-Tap-Id", " conv-1 "), ("x-tap-track", "agent")]
     if header is not None:
         headers.append(("X-Stream-Mode", header))

@@ -34,8 +34,10 @@ RFC7865 = f"""<?xml version="1.0" encoding="UTF-8"?>
   <participant participant_id="zSfPoSvdSDCmU3A3TRDxAw==">
     <nameID aor="sip:alice@atlanta.com"><name xml:lang="it">Alice</name></nameID>
   </participant>
-  <stream stream_id="UAAMm5GRQKSCMVvLyl4rFw==" session_id="hVpd7YQgRW2nD22h7q60JQ=="><label>96</label></stream>
-  <stream stream_id="i1Pz3to5hGk8fuXl+PbwCw==" session_id="hVpd7YQgRW2nD22h7q60JQ=="><label>97</label></stream>
+  <stream stream_id="UAAMm5GRQKSCMVvLyl4rFw==" session_id="hVpd7YQgRW2nD22h7q60JQ==">
+    <label>96</label></stream>
+  <stream stream_id="i1Pz3to5hGk8fuXl+PbwCw==" session_id="hVpd7YQgRW2nD22h7q60JQ==">
+    <label>97</label></stream>
   <participantstreamassoc participant_id="srfBElmCRp2QB23b7Mpk0w==">
     <send>i1Pz3to5hGk8fuXl+PbwCw==</send>
     <recv>UAAMm5GRQKSCMVvLyl4rFw==</recv>
@@ -79,7 +81,8 @@ m=video 0 RTP/AVP 96\r
 """
 
 
-def multipart(boundary: str, parts: list[tuple[str, str]], *, quoted: bool = False, nl: str = "\r\n") -> tuple[str, str]:
+def multipart(boundary: str, parts: list[tuple[str, str]], *, quoted: bool = False,
+              nl: str = "\r\n") -> tuple[str, str]:
     body = "preamble to ignore" + nl
     for ctype, content in parts:
         body += f"--{boundary}{nl}Content-Type: {ctype}{nl}{nl}{content}{nl}"
@@ -109,7 +112,8 @@ def test_draft_form_and_tel_uris_are_read() -> None:
 
 
 def test_prefixed_namespace_is_read() -> None:
-    xml = RFC7865.replace("<recording xmlns=", "<rs:recording xmlns:rs=").replace("</recording>", "</rs:recording>")
+    xml = RFC7865.replace("<recording xmlns=", "<rs:recording xmlns:rs=")
+    xml = xml.replace("</recording>", "</rs:recording>")
     xml = xml.replace("<datamode>", "<rs:datamode>").replace("</datamode>", "</rs:datamode>")
     # Children without the prefix are in no namespace: still matched by local name.
     assert [p.name for p in parse_metadata(xml).senders("96")] == ["Alice"]
@@ -118,11 +122,13 @@ def test_prefixed_namespace_is_read() -> None:
 def test_partial_update_moves_a_stream_to_a_new_participant() -> None:
     md = parse_metadata(RFC7865)
     update = parse_metadata(f"""<recording xmlns='{NS}'><datamode>partial</datamode>
-      <participant participant_id="carol"><nameID aor="sip:carol@atlanta.com"><name>Carol</name></nameID></participant>
-      <participantsessionassoc participant_id="zSfPoSvdSDCmU3A3TRDxAw==" session_id="hVpd7YQgRW2nD22h7q60JQ==">
+      <participant participant_id="carol">
+        <nameID aor="sip:carol@atlanta.com"><name>Carol</name></nameID></participant>
+      <participantsessionassoc participant_id="zSfPoSvdSDCmU3A3TRDxAw==">
         <disassociate-time>2010-12-16T23:42:07Z</disassociate-time>
       </participantsessionassoc>
-      <participantstreamassoc participant_id="carol"><send>UAAMm5GRQKSCMVvLyl4rFw==</send></participantstreamassoc>
+      <participantstreamassoc participant_id="carol">
+        <send>UAAMm5GRQKSCMVvLyl4rFw==</send></participantstreamassoc>
     </recording>""")
     assert not update.complete and update.left == frozenset({"zSfPoSvdSDCmU3A3TRDxAw=="})
     merged = md.merge(update)
@@ -164,7 +170,8 @@ def test_multipart_parts_are_split_at_the_boundary() -> None:
 
 def test_quoted_boundary_lf_only_and_parts_without_headers() -> None:
     ctype, body = multipart("b 1", [("application/sdp", "v=0")], quoted=True, nl="\n")
-    assert body_parts(ctype, body) == [BodyPart("application/sdp", (("Content-Type", "application/sdp"),), "v=0")]
+    want = BodyPart("application/sdp", (("Content-Type", "application/sdp"),), "v=0")
+    assert body_parts(ctype, body) == [want]
     bare = body_parts("multipart/mixed;boundary=x", "--x\r\n\r\nplain text\r\n--x--\r\n")
     assert bare == [BodyPart("text/plain", (), "plain text")]
 
@@ -175,10 +182,12 @@ def test_non_multipart_and_broken_bodies() -> None:
     assert body_parts("application/sdp", "") == []
 
 
+CONTENT = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="-"),
+                  max_size=200)
+
+
 @given(st.lists(st.tuples(st.sampled_from(["application/sdp", "application/rs-metadata+xml", "text/plain"]),
-                          st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="-"),
-                                  max_size=200)),
-                max_size=5),
+                          CONTENT), max_size=5),
        st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789", min_size=1, max_size=40),
        st.sampled_from(["\r\n", "\n"]))
 def test_multipart_round_trip(parts: list[tuple[str, str]], boundary: str, nl: str) -> None:

@@ -67,7 +67,8 @@ def test_stereo_is_interleaved_and_says_so_in_start() -> None:
                                      "channels": "2"}
     out = media(stream.push(0, [audio(1, 2), audio(-1, 2)]))
     payload = np.frombuffer(base64.b64decode(out[0]["payload"]), dtype="<i2")
-    assert len(payload) == 2 * 160 and payload[0::2].tolist() == [1] * 160 and payload[1::2].tolist() == [-1] * 160
+    assert len(payload) == 2 * 160
+    assert payload[0::2].tolist() == [1] * 160 and payload[1::2].tolist() == [-1] * 160
     assert [m["timestamp"] for m in out] == ["20", "40"]  # per channel, not per interleaved sample
 
 
