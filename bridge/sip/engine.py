@@ -299,13 +299,17 @@ class _Call(pj.Call):  # type: ignore[misc]
             audio.startTransmit(self.port)
             self.port.startTransmit(audio)
             self.connected_slot = slot
-            try:
-                si = self.getStreamInfo(index)
-                info = MediaInfo(codec=si.codecName, clock_rate=si.codecClockRate,
-                                 remote_rtp=si.remoteRtpAddress, srtp=self.srtp)
-            except pj.Error:
-                info = MediaInfo(codec="?", clock_rate=0, remote_rtp="")
-            self.engine._emit("on_call_media", self.handle, info)
+            self._report_media(index)
+
+    def _report_media(self, index: int) -> None:
+        """Tell the loop which codec and far end the stream at `index` uses."""
+        try:
+            si = self.getStreamInfo(index)
+            info = MediaInfo(codec=si.codecName, clock_rate=si.codecClockRate,
+                             remote_rtp=si.remoteRtpAddress, srtp=self.srtp)
+        except pj.Error:
+            info = MediaInfo(codec="?", clock_rate=0, remote_rtp="")
+        self.engine._emit("on_call_media", self.handle, info)
 
     def _connect_tap_media(self, ci: Any, channels: list[MediaChannel | None]) -> None:
         """Each received stream into its own port; no port ever transmits into the call.
@@ -338,13 +342,7 @@ class _Call(pj.Call):  # type: ignore[misc]
                 audio.startTransmit(port)  # stream -> port only
                 self.tap_slots[index] = slot
                 if first:
-                    try:
-                        si = self.getStreamInfo(index)
-                        info = MediaInfo(codec=si.codecName, clock_rate=si.codecClockRate,
-                                         remote_rtp=si.remoteRtpAddress, srtp=self.srtp)
-                    except pj.Error:
-                        info = MediaInfo(codec="?", clock_rate=0, remote_rtp="")
-                    self.engine._emit("on_call_media", self.handle, info)
+                    self._report_media(index)
             first = False
 
     @_guarded
