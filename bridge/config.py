@@ -1006,6 +1006,26 @@ def _parse_register(ctx: _Context, sec: _Section) -> RegisterSettings:
     )
 
 
+def _distinct_choices(
+    ctx: _Context, sec: _Section, name: str, choices: tuple[str, ...], item_name: str
+) -> tuple[str, ...]:
+    """A non-empty list of distinct values from `choices`, in the order given (default: all)."""
+    options = ", ".join(choices)
+    value = sec.optional(name, f"a list of {options}", list(choices))
+    if value is _MISSING:
+        return choices
+    key = sec.key(name)
+    listed: list[str] = []
+    for i, item in enumerate(ctx.items(key, value, options)):
+        choice = ctx.choice(f"{key}[{i}]", item, choices)
+        if choice in listed:
+            raise ConfigError(f"{key}[{i}]", f"{choice} is listed twice; expected each {item_name} once")
+        listed.append(choice)
+    if not listed:
+        raise ConfigError(key, f"expected at least one of {options}, got an empty list")
+    return tuple(listed)
+
+
 def _parse_sip(ctx: _Context, sec: _Section) -> SipSettings:
     listen_key = sec.key("listen")
     listen = ctx.text(
@@ -1015,19 +1035,7 @@ def _parse_sip(ctx: _Context, sec: _Section) -> SipSettings:
     )
     listen_host, listen_port = _parse_listen(listen_key, listen)
 
-    transports: tuple[str, ...] = TRANSPORTS
-    value = sec.optional("transports", "a list of udp, tcp", list(TRANSPORTS))
-    if value is not _MISSING:
-        key = sec.key("transports")
-        chosen: list[str] = []
-        for i, item in enumerate(ctx.items(key, value, "udp, tcp")):
-            transport = ctx.choice(f"{key}[{i}]", item, TRANSPORTS)
-            if transport in chosen:
-                raise ConfigError(f"{key}[{i}]", f"{transport} is listed twice; expected each transport once")
-            chosen.append(transport)
-        if not chosen:
-            raise ConfigError(key, "expected at least one of udp, tcp, got an empty list")
-        transports = tuple(chosen)
+    transports = _distinct_choices(ctx, sec, "transports", TRANSPORTS, "transport")
 
     public_address: str | None = None
     public = sec.nullable_text("public_address", "an IPv4 address or a host name")
@@ -1048,19 +1056,7 @@ def _parse_sip(ctx: _Context, sec: _Section) -> SipSettings:
             f"expected at most {65536 - rtp_port_start} (or 0 for unlimited)",
         )
 
-    codecs: tuple[str, ...] = CODECS
-    value = sec.optional("codecs", "a list of PCMU, PCMA, G722", list(CODECS))
-    if value is not _MISSING:
-        key = sec.key("codecs")
-        listed: list[str] = []
-        for i, item in enumerate(ctx.items(key, value, "PCMU, PCMA, G722")):
-            codec = ctx.choice(f"{key}[{i}]", item, CODECS)
-            if codec in listed:
-                raise ConfigError(f"{key}[{i}]", f"{codec} is listed twice; expected each codec once")
-            listed.append(codec)
-        if not listed:
-            raise ConfigError(key, "expected at least one of PCMU, PCMA, G722, got an empty list")
-        codecs = tuple(listed)
+    codecs = _distinct_choices(ctx, sec, "codecs", CODECS, "codec")
 
     max_calls = sec.integer("max_calls", 100, 1, 1024)
 

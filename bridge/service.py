@@ -297,21 +297,3 @@ class Bridge:
         else:
             log.debug("registration refreshed (%d s)", state.expires)
 
-    def status(self) -> dict[str, Any]:
-        return {
-            "active_calls": len(self.calls),
-            "registered": bool(self.registration and self.registration.active),
-            "uptime_s": round(time.monotonic(), 1),
-            **self.counters,
-            **self.access_counters(),
-        }
-
-    def access_counters(self) -> dict[str, int]:
-        """INVITEs turned away by the gate (source, rate, auth), over capacity, REFER/Replaces refused."""
-        engine = self.engine
-        if engine is None:
-            return {}
-        gate = dict(engine.gate.counters) if engine.gate is not None else {}
-        return {**{f"invites_{k}": v for k, v in gate.items()},
-                "invites_over_capacity": engine.rejected_over_capacity,
-                "peer_requests_refused": engine.refused_requests}
