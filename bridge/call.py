@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import ssl
 import time
@@ -25,6 +26,7 @@ from bridge.agentstream.events import BotClear, BotMark, BotMedia, ProtocolError
 from bridge.agentstream.session import StreamSession
 from bridge.audio.channel import MediaChannel
 from bridge.audio.framing import Chunker, frame_bytes
+from bridge.audio.pipe_channel import PipeChannel
 from bridge.audio.playout import PlayoutBuffer
 from bridge.audio.resample import StreamResampler
 from bridge.config import RecordingSettings
@@ -48,7 +50,9 @@ class SipLeg(Protocol):
     """What a call needs from the SIP engine (the engine implements it; tests may fake it)."""
 
     def ringing(self, handle: int) -> None: ...
-    def answer(self, handle: int, channel: MediaChannel) -> None: ...
+    def answer(self, handle: int, channel: MediaChannel | PipeChannel) -> None: ...
+    def media_channel(self, handle: int, frame_bytes: int, chunk_frames: int, prebuffer_bytes: int,
+                      cap_bytes: int) -> PipeChannel | None: ...
     def reject(
         self, handle: int, code: int, reason: str = "", headers: dict[str, str] | None = None
     ) -> None: ...
@@ -130,7 +134,7 @@ class BridgeCall:
         self._stop_requested: asyncio.Event = asyncio.Event()
         self.link: BotLink | None = None
         self.session: StreamSession | None = None
-        self.channel: MediaChannel | None = None
+        self.channel: MediaChannel | PipeChannel | None = None
         self.media: MediaInfo | None = None
         self.outcome = "pending"  # answered | rejected | redirected | abandoned
         self.end_reason = ""
@@ -327,12 +331,12 @@ class BridgeCall:
         self.link.send_nowait(self.session.start())
         clock = policy.clock_rate
         frame = frame_bytes(clock, 20)
-        playout = PlayoutBuffer(
-            frame,
-            prebuffer_bytes=frame_bytes(clock, policy.prebuffer_ms),
-            cap_bytes=int(policy.buffer_seconds * clock) * 2,
-        )
-        self.channel, self.recorder = open_channel(self, frame, playout, self._notify_media)
+        prebuffer = frame_bytes(clock, policy.prebuffer_ms)
+        cap = int(policy.buffer_seconds * clock) * 2
+        playout = PlayoutBuffer(frame, prebuffer_bytes=prebuffer, cap_bytes=cap)
+        native = functools.partial(self.sip.media_channel, self.handle, frame, policy.chunk_ms // 20,
+                                   prebuffer, cap)
+        self.channel, self.recorder = open_channel(self, frame, playout, self._notify_media, native)
         self._chunker = Chunker(frame_bytes(rate, policy.chunk_ms))
         self._chunk_frames = policy.chunk_ms // 20
         self._rx_resampler = StreamResampler(clock, rate) if rate != clock else None
@@ -465,7 +469,7 @@ class BridgeCall:
 
     # ---- the media pump (loop thread, woken by the conference clock) -------------------
 
-    def _queued_ms(self, channel: MediaChannel) -> float:
+    def _queued_ms(self, channel: MediaChannel | PipeChannel) -> float:
         """Audio that must play before anything written now: queued audio, the pre-buffer delay
         when idle, and the rest of the frame in flight."""
         playout = channel.playout
@@ -476,7 +480,7 @@ class BridgeCall:
             queued += self.ticks.to_next_tick_ms(time.monotonic())
         return queued
 
-    def _start_probe(self, channel: MediaChannel) -> None:
+    def _start_probe(self, channel: MediaChannel | PipeChannel) -> None:
         """Sample one bot message (about once a second) for the ws->rtp latency."""
         now = time.monotonic()
         playout = channel.playout
@@ -489,6 +493,7 @@ class BridgeCall:
         if self.ticks is not None:
             allowance += self.ticks.to_next_tick_ms(now)
         self._probe = (playout.written, now, allowance)
+        channel.watch_probe(playout.written)
 
     def pump_due(self) -> bool:
         """Whether this tick has work for `pump` (checked for every call on every tick)."""
@@ -507,23 +512,29 @@ class BridgeCall:
             return
         # Take caller audio once a whole chunk waits (or at the end): with 100 ms chunks this
         # skips four ticks in five, and nothing is sent earlier anyway.
-        pcm = channel.rx_take() if final or channel.rx_frames_ready >= self._chunk_frames else b""
+        pcm = channel.rx_take(1 if final else self._chunk_frames)
         if pcm:
             if self._rx_resampler is not None:
                 pcm = self._rx_resampler.process(pcm)
+            chunk_at = channel.rx_chunk_time(tick_at) if self.rtp_to_ws is not None else 0.0
+            ticks = self.ticks
+            if ticks is not None and chunk_at > ticks.last:
+                ticks.last = chunk_at  # a tick's time: the media clock's phase for the probes
             for chunk in self._chunker.push(pcm):
                 text = session.media(chunk)
                 if text is not None and not link.send_nowait(text, droppable=True):
                     self.media_drops += 1
-                elif tick_at and self.rtp_to_ws is not None:
-                    self.rtp_to_ws.record((time.monotonic() - tick_at) * 1000.0)
+                elif chunk_at and self.rtp_to_ws is not None:
+                    self.rtp_to_ws.record((time.monotonic() - chunk_at) * 1000.0)
             if link.stalled_since is not None:
                 self._check_stall(link.stalled_since)
         probe = self._probe
-        if probe is not None and tick_at and channel.playout.played > probe[0] and self.ws_to_rtp is not None:
-            self.ws_to_rtp.record((tick_at - probe[1]) * 1000.0 - probe[2])
-            self._probe = None
-            self._next_probe = tick_at + 1.0
+        if probe is not None and self.ws_to_rtp is not None:
+            played_at = channel.probe_played_at(probe[0], tick_at)
+            if played_at:
+                self.ws_to_rtp.record((played_at - probe[1]) * 1000.0 - probe[2])
+                self._probe = None
+                self._next_probe = played_at + 1.0
         if final:
             rest = self._chunker.flush()
             if rest:

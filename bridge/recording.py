@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, BinaryIO, Protocol, TypeVar
 import numpy as np
 
 from bridge.audio.channel import MediaChannel
+from bridge.audio.pipe_channel import PipeChannel
 from bridge.audio.playout import PlayoutBuffer
 from bridge.config import RecordingSettings
 from bridge.errors import EXIT_UNAVAILABLE, BridgeError
@@ -71,14 +72,19 @@ class CallHooks(Protocol):
                      frame_bytes: int) -> CallRecorder | None: ...
 
 
-def open_channel(call: BridgeCall, frame_bytes: int, playout: PlayoutBuffer,
-                 notify: Callable[[], None]) -> tuple[MediaChannel, CallRecorder | None]:
-    """The call's media channel: a recording one when its policy records and the service allows."""
+def open_channel(call: BridgeCall, frame_bytes: int, playout: PlayoutBuffer, notify: Callable[[], None],
+                 native: Callable[[], PipeChannel | None] | None = None,
+                 ) -> tuple[MediaChannel | PipeChannel, CallRecorder | None]:
+    """The call's media channel: a recording one when its policy records and the service allows,
+    else the native pipe when the engine has one (`native`), else the Python channel."""
     settings = call.policy.recording
     recorder = None
     if settings is not None and settings.enabled and call.hooks is not None:
         recorder = call.hooks.new_recorder(settings, call, frame_bytes)
     if recorder is None:
+        pipe = native() if native is not None else None
+        if pipe is not None:
+            return pipe, None
         return MediaChannel(frame_bytes, playout, notify=notify), None
     return RecordingChannel(frame_bytes, playout, notify=notify, recorder=recorder), recorder
 
@@ -99,9 +105,9 @@ class RecordingChannel(MediaChannel):
         self._tap.append(self._silence if audio is None else bytes(audio))
         return audio
 
-    def rx_take(self) -> bytes:
+    def rx_take(self, min_frames: int = 1) -> bytes:
         lost_before = self.rx_overrun_frames
-        data = super().rx_take()
+        data = super().rx_take(min_frames)
         self._recorder.add_caller(data, self.rx_overrun_frames - lost_before)
         return data
 

@@ -1,8 +1,11 @@
 """The bridge process: one SIP engine, the calls it carries, the media pump, and shutdown.
 
-The media pump is woken by the conference clock thread at most once per 20 ms tick for all
-calls together (not per call, not per frame): the first frame of a tick schedules one drain on
-the loop, which pumps every call.
+Calls on native pipes (the default) wake the loop through one eventfd when a call has work (a
+whole chunk of caller audio, a mark's audio played, a latency probe passed), and only those calls
+are pumped; the conference clock thread never runs Python for them. Calls on Python channels
+(recorded calls, taps) wake it from the clock thread at most once per 20 ms tick for all of them
+together: the first frame of a tick schedules one drain, which pumps every call that is due. A
+slow fallback pump covers both in case a wake-up is ever missed.
 """
 
 from __future__ import annotations
@@ -156,10 +159,15 @@ class Bridge:
         self.started.set()
         self.ops.ready()
         fallback = asyncio.ensure_future(self._pump_fallback())
+        wakeup_fd = self.engine.media_wakeup_fd
+        if wakeup_fd is not None:
+            self.loop.add_reader(wakeup_fd, self._pump_woken)
         try:
             await self._stopping.wait()
         finally:
             fallback.cancel()
+            if wakeup_fd is not None:
+                self.loop.remove_reader(wakeup_fd)
             await self._drain(drain_timeout)
             await self.loop.run_in_executor(None, self.engine.stop)
             await self.ops.stop()
@@ -203,6 +211,15 @@ class Bridge:
             loop = self.loop
             if loop is not None:
                 loop.call_soon_threadsafe(self._pump_all)
+
+    def _pump_woken(self) -> None:
+        """The native pipes' eventfd: pump just the calls whose pipes have work."""
+        assert self.engine is not None
+        calls = self.calls
+        for handle in self.engine.take_media_work():
+            call = calls.get(handle)
+            if call is not None and call.pumping:
+                call.pump()
 
     def _pump_all(self) -> None:
         self._wake_pending = False

@@ -20,8 +20,9 @@ step() { echo "=== $(date +%T) pjsua2: $*" >&2; }
 CONFIG_SITE="$HERE/pjsua2_config_site.h"
 PYTAG=$("$PY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
 # Bump BUILD_REV when the configure flags or build steps change: it invalidates cached wheels.
-BUILD_REV=1
-KEY=$( (cat "$CONFIG_SITE"; echo "$BUILD_REV") | sha256sum | cut -c1-12)
+BUILD_REV=2
+MEDIA_PIPE="$HERE/pjsua2_media_pipe.hpp"
+KEY=$( (cat "$CONFIG_SITE" "$MEDIA_PIPE"; echo "$BUILD_REV") | sha256sum | cut -c1-12)
 WHEELDIR="$CACHE/wheels/$PYTAG-$KEY"
 if ls "$WHEELDIR"/pjsua2-*.whl >/dev/null 2>&1; then
   step "cached wheel found"
@@ -68,7 +69,23 @@ touch "$PJ/pjmedia/src/pjmedia-audiodev/bdimad_dev.c"
 step "make lib (-j$JOBS)"
 (cd "$PJ" && make dep >&2 && make -j"$JOBS" lib >&2)
 
-# 5. SWIG bindings, packed as a wheel by a throwaway venv of the same Python (setuptools + wheel)
+# 5. the bridge's native media hand-off (MediaWakeup, MediaPipe, PipeMediaPort) joins the SWIG
+#    module; its loop-side methods keep the GIL (nothread): they are short, take only the pipe's
+#    own lock, and some use the Python C API.
+cp "$MEDIA_PIPE" "$PJ/pjsip/include/pjsua2/media_pipe.hpp"
+SWIGI="$PJ/pjsip-apps/src/swig/pjsua2.i"
+NOTHREAD=""
+for m in take getFd close rxReady rxTake write mark clear watchMark watchProbe probeTime rxChunkTime rxWritten rxRead \
+         rxOverruns written played clearedBytes droppedBytes oddBytes underruns framesAudio framesSilence \
+         bufferedBytes isPlaying pushFrame pullFrame getId getFrameBytes; do
+  case $m in take|getFd) cls=MediaWakeup;; *) cls=MediaPipe;; esac
+  NOTHREAD="$NOTHREAD%feature(\"nothread\") pj::$cls::$m;\n"
+done
+sed -i 's|^#include "pjsua2.hpp"$|#include "pjsua2.hpp"\n#include "pjsua2/media_pipe.hpp"|' "$SWIGI"
+sed -i "s|^%include \"pjsua2/media.hpp\"\$|%include \"pjsua2/media.hpp\"\n$NOTHREAD%include \"pjsua2/media_pipe.hpp\"|" "$SWIGI"
+grep -q 'media_pipe.hpp"$' "$SWIGI" || { echo "pjsua2: could not add media_pipe.hpp to pjsua2.i" >&2; exit 1; }
+
+# 6. SWIG bindings, packed as a wheel by a throwaway venv of the same Python (setuptools + wheel)
 step "swig python bindings"
 BENV="$CACHE/buildenv-$PYTAG"
 [ -x "$BENV/bin/python" ] || "$PY" -m venv "$BENV" >&2
@@ -77,6 +94,6 @@ BENV="$CACHE/buildenv-$PYTAG"
 mkdir -p "$WHEELDIR.tmp"
 (cd "$PJ/pjsip-apps/src/swig/python" && "$BENV/bin/python" -m pip wheel --no-deps --no-build-isolation -w "$WHEELDIR.tmp" . >&2)
 rm -rf "$WHEELDIR"; mv "$WHEELDIR.tmp" "$WHEELDIR"
-rm -rf "$BUILD"
+[ -n "${KEEP_BUILD:-}" ] || rm -rf "$BUILD"
 step "wheel ready"
 ls "$WHEELDIR"/pjsua2-*.whl | head -1

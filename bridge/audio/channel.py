@@ -20,6 +20,8 @@ DEFAULT_RING_FRAMES = 64
 
 
 class MediaChannel:
+    native = False  # the clock thread calls into Python (see PipeChannel for the native one)
+
     def __init__(
         self,
         frame_bytes: int,
@@ -86,11 +88,12 @@ class MediaChannel:
         """Caller frames committed and not yet taken (the pump waits for a whole chunk)."""
         return self.rx_written - self.rx_read
 
-    def rx_take(self) -> bytes:
-        """Caller PCM committed since the last call, oldest first (b"" when none)."""
+    def rx_take(self, min_frames: int = 1) -> bytes:
+        """Caller PCM committed since the last call, oldest first (b"" when fewer than
+        `min_frames` frames wait)."""
         start = self.rx_read
         end = self.rx_written
-        if end == start:
+        if end - start < max(1, min_frames):
             return b""
         limit = self._ring_frames - 1  # the slot being written next is never read
         if end - start > limit:
@@ -105,6 +108,17 @@ class MediaChannel:
             data = data[lapped * self.frame_bytes :]
         self.rx_read = end
         return data
+
+    def rx_chunk_time(self, tick_at: float) -> float:
+        """When the chunk just taken was completed: the tick that woke the pump."""
+        return tick_at
+
+    def watch_probe(self, position: int) -> None:
+        """Nothing to arm: the pump checks `probe_played_at` on every tick while a probe runs."""
+
+    def probe_played_at(self, position: int, tick_at: float) -> float:
+        """`tick_at` if audio past `position` has been played by now, else 0.0."""
+        return tick_at if self._playout.played > position else 0.0
 
     def write_audio(self, pcm: bytes) -> int:
         with self._lock:

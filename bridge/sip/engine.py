@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 import pjsua2 as pj
 
 from bridge.audio.channel import MediaChannel
+from bridge.audio.pipe_channel import PipeChannel
 from bridge.audio.ticks import TickCounter
 from bridge.errors import SipStackError
 from bridge.sip import (
@@ -164,6 +165,12 @@ class _LogWriter(pj.LogWriter):  # type: ignore[misc]
 # CPython's documented PyGILState semantics (a nested Ensure only bumps a counter); it lives
 # here only, and tests/unit/test_gil_pin.py checks it. SIP_WS_BRIDGE_NO_GIL_PIN=1 turns it off.
 _PIN_GIL = os.environ.get("SIP_WS_BRIDGE_NO_GIL_PIN", "") != "1"
+# Calls' media through the native MediaPipe (our pjsua2 build) unless turned off, e.g. to compare
+# with the Python port in a benchmark. Recorded calls and taps always use the Python port.
+NATIVE_MEDIA = hasattr(pj, "MediaPipe") and os.environ.get("SIP_WS_BRIDGE_PY_MEDIA", "") != "1"
+# Caller frames a pipe holds before the oldest are overwritten (1.28 s), as for MediaChannel.
+_PIPE_RING_FRAMES = 64
+_UNDERRUN_GAP_FRAMES = 10
 _pinned_threads: set[int] = set()
 
 
@@ -226,8 +233,8 @@ class _Call(pj.Call):  # type: ignore[misc]
         super().__init__(account, call_id)
         self.engine = engine
         self.handle = handle
-        self.channel: MediaChannel | None = None
-        self.port: _MediaPort | None = None
+        self.channel: MediaChannel | PipeChannel | None = None
+        self.port: Any = None  # _MediaPort, or pj.PipeMediaPort for a PipeChannel
         self.connected_slot = -1
         self.ended_locally = False
         self.answered = False
@@ -243,6 +250,13 @@ class _Call(pj.Call):  # type: ignore[misc]
         self.tap_ports: dict[int, _MediaPort] = {}
         self.tap_slots: dict[int, int] = {}
         self.tap_media_count = 0  # m-lines in the offer: the call setting for every answer
+
+    def release_media(self) -> None:
+        """Drop the conference ports before the channels (sip thread): a PipeMediaPort's callbacks
+        use its MediaPipe until the port is destroyed."""
+        self.port = None
+        self.tap_ports.clear()
+        self.channel = None
 
     # -- callbacks (sip thread) --
 
@@ -290,10 +304,15 @@ class _Call(pj.Call):  # type: ignore[misc]
         audio = self.getAudioMedia(index)
         slot = audio.getPortId()
         if self.port is None:
-            fmt = pj.MediaFormatAudio()
-            fmt.init(pj.PJMEDIA_FORMAT_PCM, self.engine.settings.clock_rate, 1, 20000, 16)
-            port = _MediaPort(self.channel)
-            port.createPort(f"bridge{self.handle}", fmt)
+            channel = self.channel
+            if isinstance(channel, PipeChannel):
+                port = pj.PipeMediaPort()
+                port.createPort(f"bridge{self.handle}", self.engine.settings.clock_rate, channel.pipe)
+            else:
+                fmt = pj.MediaFormatAudio()
+                fmt.init(pj.PJMEDIA_FORMAT_PCM, self.engine.settings.clock_rate, 1, 20000, 16)
+                port = _MediaPort(channel)
+                port.createPort(f"bridge{self.handle}", fmt)
             self.port = port
         if slot != self.connected_slot:
             audio.startTransmit(self.port)
@@ -458,6 +477,7 @@ class SipEngine:
         self._reg_failures = 0
         self._reg_retry_at: float | None = None
         self.accepting = True  # cleared while draining: new INVITEs get 503
+        self._wakeup: Any = pj.MediaWakeup() if NATIVE_MEDIA else None
         self.rejected_over_capacity = 0
         self.refused_requests = 0  # REFERs and Replaces from peers
         self.gate: InboundGate | None = None  # made by start() (it may resolve host names)
@@ -482,6 +502,26 @@ class SipEngine:
             raise SipStackError(f"the SIP stack did not start within {timeout:.0f} s")
         if self._start_error is not None:
             raise self._start_error
+
+    # ---- native media (loop thread; no PJSIP calls, so no thread registration needed) --------
+
+    @property
+    def media_wakeup_fd(self) -> int | None:
+        """Readable when some PipeChannel has work (see take_media_work); None without pipes."""
+        return self._wakeup.getFd() if self._wakeup is not None else None
+
+    def take_media_work(self) -> list[int]:
+        """Handles of the calls whose pipes posted work since the last call."""
+        return list(self._wakeup.take()) if self._wakeup is not None else []
+
+    def media_channel(self, handle: int, frame_bytes: int, chunk_frames: int, prebuffer_bytes: int,
+                      cap_bytes: int) -> PipeChannel | None:
+        """A native channel for call `handle` (None when native media is off: use MediaChannel)."""
+        if self._wakeup is None:
+            return None
+        pipe = pj.MediaPipe(handle, self._wakeup, frame_bytes, _PIPE_RING_FRAMES, chunk_frames,
+                            prebuffer_bytes, cap_bytes, _UNDERRUN_GAP_FRAMES)
+        return PipeChannel(pipe, frame_bytes)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Hang up every call, unregister and destroy the endpoint."""
@@ -517,7 +557,7 @@ class SipEngine:
     def ringing(self, handle: int) -> None:
         self._call_op(handle, lambda call: call.answer(_op(180)))
 
-    def answer(self, handle: int, channel: MediaChannel) -> None:
+    def answer(self, handle: int, channel: MediaChannel | PipeChannel) -> None:
         def do(call: _Call) -> None:
             call.channel = channel
             call.answer(_op(200))
@@ -636,7 +676,7 @@ class SipEngine:
         try:
             while not self._stop_requested:
                 self._ep.libHandleEvents(_POLL_MS)
-                self._dead.clear()
+                self._free_dead()
                 self._run_commands()
                 self._run_timers()
             self._shutdown()
@@ -849,7 +889,7 @@ class SipEngine:
         deadline = time.monotonic() + 3.0
         while self._calls and time.monotonic() < deadline:
             ep.libHandleEvents(20)
-            self._dead.clear()
+            self._free_dead()
         if self._account is not None and self.settings.register is not None:
             try:
                 self._account.setRegistration(False)
@@ -862,8 +902,10 @@ class SipEngine:
 
     def _destroy(self) -> None:
         # Any pjsua2 object alive after libDestroy() aborts the process: drop them all first.
+        for call in self._calls.values():
+            call.release_media()
         self._calls.clear()
-        self._dead.clear()
+        self._free_dead()
         self._account = None
         self._tick_port = None
         gc.collect()
@@ -916,6 +958,11 @@ class SipEngine:
             body=_message_body(rdata.wholeMsg),
         )
         self._emit("on_incoming_call", incoming)
+
+    def _free_dead(self) -> None:
+        for call in self._dead:
+            call.release_media()
+        self._dead.clear()
 
     def _call_gone(self, call: _Call, end: CallEnd) -> None:
         self._calls.pop(call.handle, None)

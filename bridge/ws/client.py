@@ -23,6 +23,7 @@ from websockets.protocol import State
 
 from bridge import __version__
 from bridge.errors import BotConnectError
+from bridge.ws.frames import MaskKeys, masked_text_frame
 
 log = logging.getLogger("bridge.ws")
 
@@ -76,6 +77,7 @@ class BotLink:
         # Since when media has been dropped without a successful media send in between: the
         # bot stopped reading (the call ends after bot.stall_timeout). None while it reads.
         self.stalled_since: float | None = None
+        self._keys = MaskKeys()
 
     @property
     def backlog_bytes(self) -> int:
@@ -99,10 +101,13 @@ class BotLink:
         if droppable:
             self.stalled_since = None
         data = text.encode()
-        # This is what Connection.send() does minus its wait for the buffer to drain.
-        conn.protocol.send_text(data)
+        # What Connection.send() does, minus its wait for the buffer to drain and with a leaner
+        # frame (bridge/ws/frames.py). Frames the protocol queued itself (pongs, a close) go first
+        # so the order on the wire is the order of the calls.
         try:
-            conn.send_data()
+            if conn.protocol.writes:
+                conn.send_data()
+            conn.transport.write(masked_text_frame(data, self._keys.next()))
         except OSError as exc:
             log.warning("WebSocket write failed: %s", exc)
             conn.transport.abort()

@@ -1,0 +1,178 @@
+"""A call's media hand-off through the native `MediaPipe` (compiled into our pjsua2 build).
+
+Same interface as `MediaChannel`, but the conference clock thread never enters Python: it copies
+caller frames into the pipe's ring and plays bot audio out of the pipe's playout buffer in C++
+(scripts/pjsua2_media_pipe.hpp, a transcription of `PlayoutBuffer`). The pipe tells the loop when a
+call has work (a whole chunk of caller audio, a mark's audio played out, a latency probe passed)
+through one eventfd for the whole process; the loop then pumps only those calls.
+
+Mark names stay here (the pipe knows positions only). This module never imports pjsua2: the SIP
+engine builds the pipe and hands it in.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Protocol
+
+__all__ = ["MediaPipeLike", "PipeChannel"]
+
+
+class MediaPipeLike(Protocol):
+    """The loop-side methods of pjsua2.MediaPipe (see scripts/pjsua2_media_pipe.hpp)."""
+
+    def close(self) -> None: ...
+    def rxReady(self) -> int: ...
+    def rxTake(self, min_frames: int) -> bytes: ...
+    def write(self, pcm: bytes) -> int: ...
+    def mark(self) -> int: ...
+    def clear(self) -> int: ...
+    def watchMark(self, pos: int) -> None: ...
+    def watchProbe(self, pos: int) -> None: ...
+    def probeTime(self) -> float: ...
+    def rxChunkTime(self) -> float: ...
+    def rxWritten(self) -> int: ...
+    def rxRead(self) -> int: ...
+    def rxOverruns(self) -> int: ...
+    def written(self) -> int: ...
+    def played(self) -> int: ...
+    def droppedBytes(self) -> int: ...
+    def underruns(self) -> int: ...
+    def framesAudio(self) -> int: ...
+    def bufferedBytes(self) -> int: ...
+    def isPlaying(self) -> bool: ...
+
+
+class PipePlayout:
+    """Read-only playout counters, shaped like the `PlayoutBuffer` properties callers read."""
+
+    __slots__ = ("_pipe",)
+
+    def __init__(self, pipe: MediaPipeLike) -> None:
+        self._pipe = pipe
+
+    @property
+    def buffered_bytes(self) -> int:
+        return self._pipe.bufferedBytes()
+
+    @property
+    def is_playing(self) -> bool:
+        return self._pipe.isPlaying()
+
+    @property
+    def written(self) -> int:
+        return self._pipe.written()
+
+    @property
+    def played(self) -> int:
+        return self._pipe.played()
+
+    @property
+    def underruns(self) -> int:
+        return self._pipe.underruns()
+
+    @property
+    def dropped_bytes(self) -> int:
+        return self._pipe.droppedBytes()
+
+
+class PipeChannel:
+    """Loop side only: every method runs on the asyncio thread."""
+
+    native = True
+
+    def __init__(self, pipe: MediaPipeLike, frame_bytes: int) -> None:
+        self.pipe = pipe
+        self.frame_bytes = frame_bytes
+        self.playout = PipePlayout(pipe)
+        self._marks: deque[tuple[int, str]] = deque()
+        self._closed = False
+
+    # ---- caller audio ---------------------------------------------------------------------
+
+    @property
+    def rx_written(self) -> int:
+        return self.pipe.rxWritten()
+
+    @property
+    def rx_read(self) -> int:
+        return self.pipe.rxRead()
+
+    @property
+    def rx_frames_ready(self) -> int:
+        return self.pipe.rxReady()
+
+    def rx_take(self, min_frames: int = 1) -> bytes:
+        """Caller PCM committed since the last take, if at least `min_frames` frames wait."""
+        return self.pipe.rxTake(min_frames)
+
+    def rx_chunk_time(self, tick_at: float) -> float:
+        """When the clock completed the chunk just taken (time.monotonic())."""
+        return self.pipe.rxChunkTime() or tick_at
+
+    # ---- bot audio ------------------------------------------------------------------------
+
+    def write_audio(self, pcm: bytes) -> int:
+        return self.pipe.write(pcm)
+
+    def mark(self, name: str) -> None:
+        position = self.pipe.mark()
+        self._marks.append((position, name))
+        if len(self._marks) == 1:
+            self.pipe.watchMark(position)
+
+    def clear(self) -> list[str]:
+        self.pipe.clear()  # also forgets the probe: its audio is gone
+        names = [name for _, name in self._marks]
+        self._marks.clear()
+        self.pipe.watchMark(-1)
+        return names
+
+    def take_played_marks(self) -> list[str]:
+        marks = self._marks
+        if not marks:
+            return []
+        played = self.pipe.played()
+        names = []
+        while marks and marks[0][0] <= played:
+            names.append(marks.popleft()[1])
+        if names:
+            self.pipe.watchMark(marks[0][0] if marks else -1)
+        return names
+
+    @property
+    def marks_pending(self) -> int:
+        return len(self._marks)
+
+    def watch_probe(self, position: int) -> None:
+        """Wake the loop and stamp the time once audio past `position` has been played."""
+        self.pipe.watchProbe(position)
+
+    def probe_played_at(self, position: int, tick_at: float) -> float:
+        """time.monotonic() of the tick that played past `position`, or 0.0 if none has yet."""
+        del position, tick_at  # the pipe watches the position given to watch_probe
+        return self.pipe.probeTime()
+
+    # ---- state and counters ---------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @closed.setter
+    def closed(self, value: bool) -> None:
+        if value and not self._closed:
+            self._closed = True
+            self.pipe.close()
+
+    @property
+    def rx_frames(self) -> int:
+        return self.pipe.rxWritten()
+
+    @property
+    def rx_overrun_frames(self) -> int:
+        return self.pipe.rxOverruns()
+
+    @property
+    def tx_frames_audio(self) -> int:
+        return self.pipe.framesAudio()
