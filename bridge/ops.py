@@ -362,6 +362,9 @@ class Operations:
             "bytes_to_bot": counters.bytes_to_bot,
             "bytes_from_bot": counters.audio_bytes_from_bot,
             "recording": call.recorder is not None,
+            # "native": the MediaPipe in C++ carries the audio; "python": the clock thread calls
+            # into Python every frame (recorded calls, or SIP_WS_BRIDGE_PY_MEDIA=1).
+            "media_path": ("native" if channel.native else "python") if channel is not None else "",
         }
 
 

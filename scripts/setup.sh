@@ -38,11 +38,16 @@ if [ ! -x .venv/bin/python ]; then
   say "creating .venv"
   "$PY" -m venv .venv
 fi
-if ! .venv/bin/python -c 'import pjsua2, sys; sys.exit(pjsua2.EpConfig().uaConfig.maxCalls < 1024)' 2>/dev/null; then
-  say "building pjsua2 from PJSIP source (first time: about 3 minutes; then cached)"
-  WHEEL=$(bash scripts/build-pjsua2.sh "$PWD/.venv/bin/python" | tail -1)
+# The wheel is keyed by the PJSIP config and the native media pipe's source: a changed checkout
+# builds (or finds in the cache) its own wheel, and it is installed when it is not the one in .venv.
+say "pjsua2: the cached wheel, or a build from PJSIP source (about 3 minutes, then cached)"
+WHEEL=$(bash scripts/build-pjsua2.sh "$PWD/.venv/bin/python" | tail -1)
+if [ "$(cat .venv/pjsua2-wheel 2>/dev/null)" != "$WHEEL" ] || ! .venv/bin/python -c 'import pjsua2' 2>/dev/null; then
   .venv/bin/pip install -q --force-reinstall "$WHEEL"
+  echo "$WHEEL" > .venv/pjsua2-wheel
 fi
+.venv/bin/python -c 'import pjsua2; pjsua2.MediaPipe' 2>/dev/null \
+  || { echo "setup: the installed pjsua2 lacks the bridge's MediaPipe (see scripts/build-pjsua2.sh)" >&2; exit 1; }
 MAX=$(.venv/bin/python -c 'import pjsua2; print(pjsua2.EpConfig().uaConfig.maxCalls)')
 [ "$MAX" -ge 1024 ] || { echo "setup: pjsua2 allows only $MAX calls (need >= 1024)" >&2; exit 1; }
 EXTRA=""

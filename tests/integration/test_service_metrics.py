@@ -85,6 +85,8 @@ def test_metrics_move_with_a_real_call(tmp_path: Path) -> None:
     assert status["active_calls"] == 1 and status["calls"][0]["state"] == "answered"
     assert status["calls"][0]["call_sid"] == summary["call_sid"]
     assert status["calls"][0]["stream_sid"] == summary["stream_sid"]
+    # The default media path: the clock thread hands frames to the C++ MediaPipe, not to Python.
+    assert status["calls"][0]["media_path"] == "native"
 
     assert after("active_calls", state="answered") == 0
     assert after("invites_total") == 1

@@ -94,10 +94,11 @@ SNAPSHOT: dict[str, Any] = {
         {"call_sid": "abc@10.0.0.1", "stream_sid": "s1", "from": "+4930123", "to": "500",
          "state": "answered", "age_s": 65.2, "answered_s": 64.0, "codec": "PCMU", "dtmf": "1#",
          "frames_in": 3200, "frames_out": 1500, "underruns": 0, "drops": 0, "playout_ms": 80,
-         "recording": True},
+         "recording": True, "media_path": "python"},
         {"call_sid": "def@10.0.0.2", "stream_sid": "s2", "from": "anonymous", "to": "500",
          "state": "connecting", "age_s": 0.4, "answered_s": None, "codec": "", "dtmf": "",
-         "frames_in": 0, "frames_out": 0, "underruns": 0, "drops": 0, "playout_ms": 0, "recording": False},
+         "frames_in": 0, "frames_out": 0, "underruns": 0, "drops": 0, "playout_ms": 0, "recording": False,
+         "media_path": "native"},
     ],
 }
 
