@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import logging
 import signal
 import time
@@ -154,6 +155,11 @@ class Bridge:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self.loop.add_signal_handler(sig, self.stop)
             self.loop.add_signal_handler(signal.SIGHUP, self.ops.request_reload)
+        # Everything built so far (modules, the engine, configuration) lives as long as the
+        # process: moved out of the collector's sight, a full collection with hundreds of calls
+        # up no longer walks it (measured: 35 ms pauses of the loop, and of the audio, before).
+        gc.collect()
+        gc.freeze()
         log.info("bridge %r ready: up to %d calls, bot %s", self.profile.name,
                  self.profile.sip.max_calls, self.profile.bot.url_redacted)
         self.started.set()

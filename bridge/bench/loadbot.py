@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import gc
 import json
 import signal
 import time
@@ -157,6 +158,8 @@ async def main_async(host: str, port: int, out: str, mark_every_s: float, clear_
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with serve(bot.handler, host, port, compression=None, max_size=1 << 20):
+        gc.collect()
+        gc.freeze()  # as the bridge does: full collections skip what lives as long as the process
         print("loadbot ready", flush=True)
         await stop.wait()
     with open(out, "w") as fh:
