@@ -146,6 +146,7 @@ class BridgeCall:
         self._stall_warned = False
         self.protocol_errors = 0
         self.large_messages = 0
+        self._closing: asyncio.Future[None] | None = None  # our 1009 close of the bot's socket
         self._chunker: Chunker | None = None
         self._chunk_frames = 1
         self._rx_resampler: StreamResampler | None = None
@@ -402,47 +403,57 @@ class BridgeCall:
             self.link.send_nowait(text)
 
     async def _receive(self, link: BotLink) -> None:
+        """Bot messages, in order: most arrive through the socket's fast path straight into
+        `_on_bot_message`; the rest (fragmented ones) come through websockets here."""
+        assert self.session is not None and self.channel is not None
+        link.set_message_handler(self._on_bot_message)
+        async for message in link.messages():
+            self._on_bot_message(message)
+        if self._closing is not None:
+            await self._closing
+
+    def _on_bot_message(self, message: str | bytes) -> None:
         session = self.session
         channel = self.channel
-        assert session is not None and channel is not None
-        async for message in link.messages():
-            try:
-                event = session.receive(message)
-            except ProtocolError as exc:
-                self.protocol_errors += 1
-                self.log.warning("bot message over the hard limit (%s); closing with 1009", exc.kind)
-                await link.close(1009, "message too big")
-                return
-            if event is None:
-                self._note_rejects(session)
-                continue
-            if isinstance(event, BotMedia):
-                if session.large_messages > self.large_messages:
-                    self.large_messages = session.large_messages
-                    if self.large_messages <= 5 or self.large_messages % 100 == 0:
-                        self.log.warning(
-                            "bot message of %d bytes of audio is over %d bytes (accepted; %d so far)",
-                            len(event.payload), self.policy.warn_message_bytes, self.large_messages)
-                self.bot_media_messages += 1
-                self.bot_bytes_in += len(event.payload)
-                pcm = event.payload
-                if self._tx_resampler is not None:
-                    pcm = self._tx_resampler.process(pcm)
-                if self.ws_to_rtp is not None and self._probe is None and pcm:
-                    self._start_probe(channel)
-                channel.write_audio(pcm)
-            elif isinstance(event, BotMark):
-                if self.mark_lag is not None:
-                    self._mark_due.append(time.monotonic() + self._queued_ms(channel) / 1000.0)
-                channel.mark(event.name)
-            elif isinstance(event, BotClear):
-                self._probe = None  # its audio was dropped
-                pending = channel.clear()
-                if self._tx_resampler is not None:
-                    # Its tail belongs to the audio just dropped.
-                    self._tx_resampler = StreamResampler(self.socket_rate, self.policy.clock_rate)
-                self.log.info("clear: dropped queued audio, %d mark(s) pending", len(pending))
-                self._answer_marks(pending, cleared=True)
+        link = self.link
+        if session is None or channel is None or link is None or self._closing is not None:
+            return
+        try:
+            event = session.receive(message)
+        except ProtocolError as exc:
+            self.protocol_errors += 1
+            self.log.warning("bot message over the hard limit (%s); closing with 1009", exc.kind)
+            self._closing = asyncio.ensure_future(link.close(1009, "message too big"))
+            return
+        if event is None:
+            self._note_rejects(session)
+        elif isinstance(event, BotMedia):
+            if session.large_messages > self.large_messages:
+                self.large_messages = session.large_messages
+                if self.large_messages <= 5 or self.large_messages % 100 == 0:
+                    self.log.warning(
+                        "bot message of %d bytes of audio is over %d bytes (accepted; %d so far)",
+                        len(event.payload), self.policy.warn_message_bytes, self.large_messages)
+            self.bot_media_messages += 1
+            self.bot_bytes_in += len(event.payload)
+            pcm = event.payload
+            if self._tx_resampler is not None:
+                pcm = self._tx_resampler.process(pcm)
+            if self.ws_to_rtp is not None and self._probe is None and pcm:
+                self._start_probe(channel)
+            channel.write_audio(pcm)
+        elif isinstance(event, BotMark):
+            if self.mark_lag is not None:
+                self._mark_due.append(time.monotonic() + self._queued_ms(channel) / 1000.0)
+            channel.mark(event.name)
+        elif isinstance(event, BotClear):
+            self._probe = None  # its audio was dropped
+            pending = channel.clear()
+            if self._tx_resampler is not None:
+                # Its tail belongs to the audio just dropped.
+                self._tx_resampler = StreamResampler(self.socket_rate, self.policy.clock_rate)
+            self.log.info("clear: dropped queued audio, %d mark(s) pending", len(pending))
+            self._answer_marks(pending, cleared=True)
 
     def _note_rejects(self, session: StreamSession) -> None:
         total = sum(session.errors.values())

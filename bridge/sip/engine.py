@@ -4,8 +4,11 @@ Threads (see design.md):
 - the engine's own "sip" thread calls `libCreate()` and then polls `libHandleEvents()`; with
   `mainThreadOnly` every pjsua2 callback runs on it, and it runs the commands the loop submits,
   so pjsua2 objects are only ever touched from one Python thread;
-- PJSIP's media thread receives RTP; its conference "clock" thread calls our media ports, which
-  only move bytes through a `MediaChannel`;
+- PJSIP's media thread receives RTP; its conference "clock" thread feeds each call's C++
+  `PipeMediaPort`, which moves bytes through the call's `MediaPipe` without entering Python (the
+  loop reads the pipe; see bridge/audio/pipe_channel.py). Recorded calls and taps use Python
+  `_MediaPort`s, which only move bytes through a `MediaChannel`. pjsua2 objects other than the
+  pipes and the wakeup (plain C++, no PJSIP calls) are still touched on the sip thread only;
 - events go to the asyncio loop with `call_soon_threadsafe` (SIP events are rare; media never
   goes this way).
 """

@@ -15,14 +15,15 @@ import socket
 import ssl
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.protocol import State
 
 from bridge import __version__
 from bridge.errors import BotConnectError
+from bridge.ws.fastpath import BotConnection
 from bridge.ws.frames import MaskKeys, masked_text_frame
 
 log = logging.getLogger("bridge.ws")
@@ -64,7 +65,7 @@ def describe_connect_failure(exc: BaseException) -> str:
 class BotLink:
     """One open WebSocket to a bot."""
 
-    def __init__(self, conn: ClientConnection, *, backlog_limit: int = DEFAULT_BACKLOG_LIMIT) -> None:
+    def __init__(self, conn: BotConnection, *, backlog_limit: int = DEFAULT_BACKLOG_LIMIT) -> None:
         self._conn = conn
         self._backlog_limit = backlog_limit
         sock = conn.transport.get_extra_info("socket") if conn.transport is not None else None
@@ -116,8 +117,19 @@ class BotLink:
         self.sent_bytes += len(data)
         return True
 
+    def set_message_handler(self, handler: Callable[[str | bytes], None]) -> None:
+        """Deliver the bot's messages to `handler` as they arrive (the socket's fast path); call
+        it before iterating `messages()`, which then yields only what the fast path left to
+        websockets (fragmented messages), still in order."""
+        self._conn.set_message_handler(handler)
+
     async def messages(self) -> AsyncIterator[str | bytes]:
         """Messages from the bot until it closes (normally or not)."""
+        conn = self._conn
+        if not conn.has_message_handler:
+            # Nobody takes the fast path's messages: websockets reads everything from here on.
+            for message in conn.end_fast_path():
+                yield message
         try:
             async for message in self._conn:
                 yield message
@@ -177,11 +189,13 @@ async def open_bot_link(
                 ping_timeout=ping_timeout,
                 close_timeout=5,
                 user_agent_header=f"sip-ws-bridge/{__version__}",
+                create_connection=BotConnection,
                 ssl=ssl_context if url.startswith("wss:") else None,
             )
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
             reason = describe_connect_failure(exc)
             logger.warning("bot %s: attempt %d/%d failed: %s", shown, attempt + 1, retries + 1, reason)
             continue
+        assert isinstance(conn, BotConnection)  # create_connection above
         return BotLink(conn)
     raise BotConnectError(shown, reason)

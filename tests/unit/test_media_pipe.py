@@ -456,10 +456,8 @@ def test_lifetime_does_not_crash_or_hang(name: str) -> None:
 @pytest.mark.parametrize("bad", [5, "abc", None, [1, 2]])
 def test_write_of_a_non_bytes_object_raises_and_the_pipe_still_works(bad: object) -> None:
     pipe = make_pipe()
-    # SWIG reports the TypeError as a SystemError (void/unsigned return with an error set), chained.
-    with pytest.raises((TypeError, SystemError)) as info:
+    with pytest.raises(TypeError):
         pipe.write(bad)
-    assert isinstance(info.value, TypeError) or isinstance(info.value.__cause__, TypeError)
     assert pipe.written() == 0
     assert pipe.write(bytearray(frame(4))) == FRAME  # any buffer will do
     assert pipe.pullFrame() == frame(4)
@@ -467,7 +465,7 @@ def test_write_of_a_non_bytes_object_raises_and_the_pipe_still_works(bad: object
 
 def test_push_of_a_non_bytes_object_raises_and_the_pipe_still_works() -> None:
     pipe = make_pipe()
-    with pytest.raises((TypeError, SystemError)):
+    with pytest.raises(TypeError):
         pipe.pushFrame(5)
     assert pipe.rxWritten() == 0
     pipe.pushFrame(memoryview(frame(6)))
