@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import gc
 import json
 import signal
@@ -21,6 +20,9 @@ from typing import Any
 
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
+
+from bridge.ws.fastpath import FastServerConnection
 
 LATE_MS = 20.0
 
@@ -46,58 +48,18 @@ class LoadBot:
         self.max_active = 0
 
     async def handler(self, ws: ServerConnection) -> None:
+        assert isinstance(ws, FastServerConnection)  # serve(create_connection=...) below
         fig = StreamFigures()
         self.streams.append(fig)
         self.active += 1
         self.max_active = max(self.max_active, self.active)
-        sid = ""
-        first_arrival: float | None = None
-        last_ts = 0
-        echoed_ms = 0.0  # audio sent back to the bridge, ms (8 kHz assumed for mark timing)
-        next_mark = time.monotonic() + self.mark_every_s
-        next_clear = time.monotonic() + self.clear_every_s
-        marks: dict[str, tuple[float, float]] = {}  # name -> (sent at, audio queued ahead ms)
-        play_started: float | None = None
+        stream = _Stream(self, ws, fig)
+        # Most messages arrive through the socket's fast path, straight into on_message; the
+        # loop below sees the rest, and ends when the bridge closes.
+        ws.set_message_handler(stream.on_message)
         try:
             async for message in ws:
-                now = time.monotonic()
-                msg = json.loads(message)
-                event = msg.get("event")
-                if event == "start":
-                    sid = msg["stream_sid"]
-                elif event == "media":
-                    fig.media += 1
-                    media = msg["media"]
-                    ts = int(media["timestamp"])
-                    payload_ms = len(base64.b64decode(media["payload"])) / 16.0
-                    if first_arrival is None:
-                        first_arrival = now - ts / 1000.0
-                    elif ts - last_ts > payload_ms + 1:
-                        fig.missing_ms += int(ts - last_ts - payload_ms)
-                    last_ts = ts
-                    fig.lags.append((now - first_arrival) * 1000.0 - ts)
-                    await _send(ws, {"event": "media", "stream_sid": sid, "media": media})
-                    if play_started is None:
-                        play_started = now
-                    echoed_ms += payload_ms
-                    if now >= next_mark:
-                        next_mark = now + self.mark_every_s
-                        name = f"m{fig.media}"
-                        ahead = max(0.0, echoed_ms - (now - play_started) * 1000.0)
-                        marks[name] = (now, ahead)
-                        await _send(ws, {"event": "mark", "stream_sid": sid, "mark": {"name": name}})
-                    if self.clear_every_s and now >= next_clear:
-                        next_clear = now + self.clear_every_s
-                        await _send(ws, {"event": "clear", "stream_sid": sid})
-                        play_started, echoed_ms = now, 0.0
-                elif event == "mark":
-                    sent = marks.pop(msg["mark"]["name"], None)
-                    if sent is not None:
-                        fig.mark_excess_ms.append((now - sent[0]) * 1000.0 - sent[1])
-                elif event == "dtmf":
-                    fig.dtmf += 1
-                elif event == "stop":
-                    fig.stops += 1
+                stream.on_message(message)
         except ConnectionClosed:
             pass
         finally:
@@ -132,12 +94,76 @@ class LoadBot:
         }
 
 
-async def _send(ws: ServerConnection, message: dict[str, Any]) -> None:
-    """Send unless the bridge already closed (after `stop`): then keep reading what arrived."""
-    try:
-        await ws.send(json.dumps(message))
-    except ConnectionClosed:
-        pass
+class _Stream:
+    """One bridge stream: echoes its audio, marks and clears now and then, times everything."""
+
+    def __init__(self, bot: LoadBot, ws: FastServerConnection, fig: StreamFigures) -> None:
+        self.bot = bot
+        self.ws = ws
+        self.fig = fig
+        self.sid = ""
+        self.first_arrival: float | None = None
+        self.last_ts = 0
+        self.echoed_ms = 0.0  # audio sent back to the bridge, ms (8 kHz assumed for mark timing)
+        now = time.monotonic()
+        self.next_mark = now + bot.mark_every_s
+        self.next_clear = now + bot.clear_every_s
+        self.marks: dict[str, tuple[float, float]] = {}  # name -> (sent at, audio queued ahead ms)
+        self.play_started: float | None = None
+
+    def on_message(self, message: str | bytes) -> None:
+        now = time.monotonic()
+        msg = json.loads(message)
+        event = msg.get("event")
+        fig = self.fig
+        if event == "start":
+            self.sid = msg["stream_sid"]
+        elif event == "media":
+            fig.media += 1
+            media = msg["media"]
+            ts = int(media["timestamp"])
+            payload_ms = _b64_len(media["payload"]) / 16.0
+            if self.first_arrival is None:
+                self.first_arrival = now - ts / 1000.0
+            elif ts - self.last_ts > payload_ms + 1:
+                fig.missing_ms += int(ts - self.last_ts - payload_ms)
+            self.last_ts = ts
+            fig.lags.append((now - self.first_arrival) * 1000.0 - ts)
+            self._send({"event": "media", "stream_sid": self.sid, "media": media})
+            if self.play_started is None:
+                self.play_started = now
+            self.echoed_ms += payload_ms
+            bot = self.bot
+            if now >= self.next_mark:
+                self.next_mark = now + bot.mark_every_s
+                name = f"m{fig.media}"
+                ahead = max(0.0, self.echoed_ms - (now - self.play_started) * 1000.0)
+                self.marks[name] = (now, ahead)
+                self._send({"event": "mark", "stream_sid": self.sid, "mark": {"name": name}})
+            if bot.clear_every_s and now >= self.next_clear:
+                self.next_clear = now + bot.clear_every_s
+                self._send({"event": "clear", "stream_sid": self.sid})
+                self.play_started, self.echoed_ms = now, 0.0
+        elif event == "mark":
+            sent = self.marks.pop(msg["mark"]["name"], None)
+            if sent is not None:
+                fig.mark_excess_ms.append((now - sent[0]) * 1000.0 - sent[1])
+        elif event == "dtmf":
+            fig.dtmf += 1
+        elif event == "stop":
+            fig.stops += 1
+
+    def _send(self, message: dict[str, Any]) -> None:
+        """Write now (no await per message); after the bridge closed, just keep reading."""
+        ws = self.ws
+        if ws.protocol.state is State.OPEN:
+            ws.protocol.send_text(json.dumps(message).encode())
+            ws.send_data()
+
+
+def _b64_len(text: str) -> int:
+    """Bytes a base64 text decodes to (without decoding it)."""
+    return len(text) * 3 // 4 - (2 if text.endswith("==") else 1 if text.endswith("=") else 0)
 
 
 def _percentiles(values: list[float]) -> dict[str, float]:
@@ -157,7 +183,8 @@ async def main_async(host: str, port: int, out: str, mark_every_s: float, clear_
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with serve(bot.handler, host, port, compression=None, max_size=1 << 20):
+    async with serve(bot.handler, host, port, compression=None, max_size=1 << 20,
+                     create_connection=FastServerConnection):
         gc.collect()
         gc.freeze()  # as the bridge does: full collections skip what lives as long as the process
         print("loadbot ready", flush=True)

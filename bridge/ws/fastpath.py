@@ -21,10 +21,14 @@ from collections.abc import Callable
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.connection import Connection
+from websockets.asyncio.server import ServerConnection
 from websockets.frames import DATA_OPCODES, Frame
-from websockets.protocol import State
+from websockets.protocol import CLIENT, State
 
-__all__ = ["BotConnection", "FrameSplitter"]
+from bridge.ws.frames import apply_mask
+
+__all__ = ["BotConnection", "FastServerConnection", "FrameSplitter"]
 
 _OP_TEXT = 1
 _OP_BINARY = 2
@@ -39,13 +43,16 @@ REST = 2  # payload: everything from here on (the fast path has ended)
 
 
 class FrameSplitter:
-    """Cuts a server-to-client WebSocket byte stream into frames (RFC 6455 section 5.2)."""
+    """Cuts a WebSocket byte stream into frames (RFC 6455 section 5.2): a server's frames as a
+    client reads them (never masked), or with `masked`, a client's as a server reads them (always
+    masked; payloads come out unmasked)."""
 
-    __slots__ = ("_buf", "_max_size", "ended")
+    __slots__ = ("_buf", "_mask_bit", "_max_size", "ended")
 
-    def __init__(self, max_size: int | None) -> None:
+    def __init__(self, max_size: int | None, *, masked: bool = False) -> None:
         self._buf = bytearray()
         self._max_size = max_size
+        self._mask_bit = 0x80 if masked else 0
         self.ended = False
 
     def feed(self, data: bytes) -> list[tuple[int, Any]]:
@@ -58,10 +65,11 @@ class FrameSplitter:
         size = len(buf)
         end_fast = False
         max_size = self._max_size
+        mask_bit = self._mask_bit
         while size - pos >= 2:
             b0 = buf[pos]
             b1 = buf[pos + 1]
-            if b0 & 0x70 or b1 & 0x80:  # reserved bits, or masked (a server must not mask)
+            if b0 & 0x70 or b1 & 0x80 != mask_bit:  # reserved bits, or masking the wrong way round
                 end_fast = True
                 break
             final = b0 & 0x80
@@ -78,6 +86,8 @@ class FrameSplitter:
                     break
                 length = int.from_bytes(buf[pos + 2 : pos + 10], "big")
                 head = 10
+            if mask_bit:
+                head += 4  # the masking key
             if opcode == _OP_TEXT or opcode == _OP_BINARY:
                 if not final or (max_size is not None and length > max_size):
                     end_fast = True  # a fragmented message, or one over the limit (1009)
@@ -86,6 +96,8 @@ class FrameSplitter:
                 if end > size:
                     break
                 payload = bytes(buf[pos + head : end])
+                if mask_bit:
+                    payload = apply_mask(payload, bytes(buf[pos + head - 4 : pos + head]))
                 if opcode == _OP_TEXT:
                     try:
                         message: str | bytes = payload.decode()
@@ -130,8 +142,8 @@ class FrameSplitter:
         return rest
 
 
-class BotConnection(ClientConnection):
-    """websockets' client connection with the fast path in front of its parser."""
+class _FastPath(Connection):
+    """The fast path in front of a websockets connection's parser (mixed into its class)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -181,7 +193,8 @@ class BotConnection(ClientConnection):
             return
         splitter = self._splitter
         if splitter is None:
-            splitter = self._splitter = FrameSplitter(self.protocol.max_message_size)
+            splitter = self._splitter = FrameSplitter(
+                self.protocol.max_message_size, masked=self.protocol.side is not CLIENT)
         for kind, payload in splitter.feed(data):
             if kind == MESSAGE:
                 handler = self._handler
@@ -211,3 +224,11 @@ class BotConnection(ClientConnection):
             # A message websockets assembles itself: later ones must not overtake it.
             self._fast = False
         super().process_event(event)
+
+
+class BotConnection(_FastPath, ClientConnection):
+    """websockets' client connection with the fast path in front of its parser."""
+
+
+class FastServerConnection(_FastPath, ServerConnection):
+    """The same for a server (the benchmark's load bot reads hundreds of streams)."""

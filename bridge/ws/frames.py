@@ -18,7 +18,7 @@ try:
 except ImportError:  # websockets built without its C extension
     from websockets.utils import apply_mask
 
-__all__ = ["MaskKeys", "masked_text_frame"]
+__all__ = ["MaskKeys", "apply_mask", "masked_text_frame"]
 
 _POOL_BYTES = 4096
 _HEAD_SHORT = struct.Struct("!BB")

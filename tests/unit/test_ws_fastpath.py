@@ -242,3 +242,25 @@ def test_take_rest_at_a_frame_boundary_is_empty() -> None:
 def test_a_reserved_control_opcode_ends_it(opcode: int) -> None:
     bad = bytes([0x80 | opcode, 0])
     assert FrameSplitter(None).feed(bad + AFTER) == [(REST, bad + AFTER)]
+
+
+# --- the server side (the load bot reads clients' frames, which are always masked) ----------------
+
+
+@given(messages=st.lists(st.one_of(st.text(max_size=300), st.binary(max_size=300)), max_size=20),
+       cut=st.integers(min_value=1, max_value=64))
+@settings(max_examples=100, deadline=None)
+def test_masked_client_frames_come_out_unmasked_in_order(messages: list[str | bytes], cut: int) -> None:
+    wire = b"".join(
+        Frame(Opcode.TEXT if isinstance(m, str) else Opcode.BINARY,
+              m.encode() if isinstance(m, str) else m).serialize(mask=True)
+        for m in messages)
+    splitter = FrameSplitter(None, masked=True)
+    items = [item for i in range(0, len(wire), cut) for item in splitter.feed(wire[i : i + cut])]
+    assert items == [(MESSAGE, m) for m in messages] and not splitter.ended
+
+
+def test_an_unmasked_frame_from_a_client_ends_the_servers_fast_path() -> None:
+    splitter = FrameSplitter(None, masked=True)
+    masked = Frame(Opcode.TEXT, b"ok").serialize(mask=True)
+    assert splitter.feed(masked + encode("bare")) == [(MESSAGE, "ok"), (REST, encode("bare"))]
