@@ -146,12 +146,13 @@ public:
         return out;
     }
 
-    /* Queue bot PCM16LE; returns the bytes accepted (over the cap the excess is dropped). */
-    unsigned write(PyObject *pcm)
+    /* Queue bot PCM16LE; returns the bytes accepted (over the cap the excess is dropped).
+     * Returns a Python object so that a bad argument raises its own TypeError (NULL return). */
+    PyObject *write(PyObject *pcm)
     {
         Py_buffer view;
         if (PyObject_GetBuffer(pcm, &view, PyBUF_SIMPLE) != 0)
-            return 0;  /* the TypeError stays set; SWIG raises it */
+            return NULL;
         std::lock_guard<std::mutex> g(lock_);
         size_t n = (size_t)view.len;
         if (n & 1) {
@@ -175,7 +176,7 @@ public:
             written_ += n;
         }
         PyBuffer_Release(&view);
-        return (unsigned)n;
+        return PyLong_FromSize_t(n);
     }
 
     /* A mark after the audio written so far; returns its position (due once played >= it). */
@@ -241,13 +242,14 @@ public:
     /* ---- the clock side, callable from Python for tests (same code the conference runs) ---- */
 
     /* One caller frame in (anything but exactly frameBytes counts as a silent heartbeat). */
-    void pushFrame(PyObject *pcm)
+    PyObject *pushFrame(PyObject *pcm)
     {
         Py_buffer view;
         if (PyObject_GetBuffer(pcm, &view, PyBUF_SIMPLE) != 0)
-            return;
+            return NULL;
         putFrame((const char *)view.buf, (size_t)view.len);
         PyBuffer_Release(&view);
+        Py_RETURN_NONE;
     }
 
     /* The next frame of bot audio as bytes, or None for silence. */
