@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bridge.testcaller import echo_match, sample_utterance
 from tests.botlib import Stream, TestBot, tone
 from tests.bridgelib import REPO, BridgeProcess, free_port, run_test_caller
 
@@ -232,3 +233,22 @@ def test_status_command_without_a_bridge_says_what_to_check() -> None:
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=30, check=False)
     assert result.returncode == 69
     assert f"cannot reach the bridge's control listener at 127.0.0.1:{port}" in result.stderr
+
+
+def test_the_python_media_path_still_carries_a_call_when_forced(tmp_path: Path) -> None:
+    """SIP_WS_BRIDGE_PY_MEDIA=1 (for comparisons) puts every call back on the Python port: the
+    echo still comes back and marks still follow playback, and /status says which path it took."""
+    forced = {"SIP_WS_BRIDGE_PY_MEDIA": "1"}
+    with TestBot(echo=True) as bot, BridgeProcess(tmp_path, bot.url, env=forced) as bridge:
+        thread, result = in_thread(lambda: run_test_caller(bridge.uri, tmp_path, hold=1.5))
+        bot.wait_stream()
+        time.sleep(1.0)
+        status = json.loads(get(bridge, "/status")[2])
+        thread.join(60)
+        summary = bridge.wait_summaries()[0]
+    assert status["calls"][0]["media_path"] == "python"
+    assert result["answered"]
+    heard = Path(result["heard_path"]).read_bytes()[44:]
+    echo = echo_match(sample_utterance(), heard, int(result["said_at_s"] * 16000))
+    assert echo.matched >= 0.8, echo
+    assert summary["frames_to_caller"] > 0
