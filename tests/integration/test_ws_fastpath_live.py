@@ -115,6 +115,15 @@ def expected_stream(n_text: int = 200) -> list[str | bytes]:
     return stream
 
 
+
+async def open_with_handler(url: str) -> tuple[BotLink, Received]:
+    """The bridge's way: open, take the fast path's messages, then tell the server to start."""
+    link = await open_bot_link(url, retries=0, timeout=5)
+    got = Received()
+    link.set_message_handler(got.handler)
+    assert link.send_nowait("go")
+    return link, got
+
 def test_fast_messages_reach_the_handler_in_order_and_not_the_iterator() -> None:
     stream = expected_stream()
 
@@ -127,10 +136,7 @@ def test_fast_messages_reach_the_handler_in_order_and_not_the_iterator() -> None
 
     async def main() -> None:
         async with bot_server(script) as bot:
-            link = await open_bot_link(bot.url, retries=0, timeout=5)
-            got = Received()
-            link.set_message_handler(got.handler)
-            assert link.send_nowait("go")
+            link, got = await open_with_handler(bot.url)
             await until(lambda: len(got.items) == len(stream))
             assert got.messages == stream
             assert link._conn.fast_path
@@ -200,10 +206,7 @@ def test_a_fragmented_message_ends_the_fast_path_without_reordering(fragments: s
 
     async def main() -> None:
         async with bot_server(script) as bot:
-            link = await open_bot_link(bot.url, retries=0, timeout=5)
-            got = Received()
-            link.set_message_handler(got.handler)
-            assert link.send_nowait("go")
+            link, got = await open_with_handler(bot.url)
             assert link._conn.fast_path
             await got.drain(link)
             assert got.messages == [*before, "abc", *after]
@@ -233,10 +236,7 @@ def test_server_pings_are_answered_while_fast_messages_flow() -> None:
 
     async def main() -> None:
         async with bot_server(script) as bot:
-            link = await open_bot_link(bot.url, retries=0, timeout=5)
-            got = Received()
-            link.set_message_handler(got.handler)
-            assert link.send_nowait("go")
+            link, got = await open_with_handler(bot.url)
             await until(lambda: len(latencies) == 30)
             assert got.via("handler") == sent
             assert link._conn.fast_path  # pings and pongs do not end it
@@ -308,10 +308,7 @@ def test_invalid_utf8_closes_with_1007() -> None:
 
     async def main() -> None:
         async with bot_server(script) as bot:
-            link = await open_bot_link(bot.url, retries=0, timeout=5)
-            got = Received()
-            link.set_message_handler(got.handler)
-            assert link.send_nowait("go")
+            link, got = await open_with_handler(bot.url)
             await got.drain(link)
             assert got.messages == ["valid"]  # and not "after"
             assert not link._conn.fast_path
@@ -394,10 +391,7 @@ def test_a_server_close_after_messages() -> None:
 
     async def main() -> None:
         async with bot_server(script) as bot:
-            link = await open_bot_link(bot.url, retries=0, timeout=5)
-            got = Received()
-            link.set_message_handler(got.handler)
-            assert link.send_nowait("go")
+            link, got = await open_with_handler(bot.url)
             started = time.monotonic()
             await got.drain(link)
             assert time.monotonic() - started < 3  # the close handshake, not a timeout
