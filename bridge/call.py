@@ -510,7 +510,7 @@ class BridgeCall:
         """Whether this tick has work for `pump` (checked for every call on every tick)."""
         channel = self.channel
         return channel is not None and (
-            channel.rx_written - channel.rx_read >= self._chunk_frames
+            channel.rx_frames_ready >= self._chunk_frames
             or channel.marks_pending > 0
             or self._probe is not None
         )

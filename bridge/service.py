@@ -205,7 +205,7 @@ class Bridge:
     async def _pump_fallback(self) -> None:
         while True:
             await asyncio.sleep(_PUMP_FALLBACK_S)
-            self._pump_all()
+            self._pump_all(include_native=True)
 
     # ---- media pump -------------------------------------------------------------------
 
@@ -227,10 +227,15 @@ class Bridge:
             if call is not None and call.pumping:
                 call.pump()
 
-    def _pump_all(self) -> None:
+    def _pump_all(self, include_native: bool = False) -> None:
+        """Pump the calls on Python channels that are due (woken by their tick), and with
+        `include_native` the native ones too (the fallback: their own wake-up never came)."""
         self._wake_pending = False
         tick_at = self._tick_at
         for call in self.calls.values():
+            channel = call.channel
+            if channel is None or (channel.native and not include_native):
+                continue
             if call.pumping and call.pump_due():
                 call.pump(tick_at=tick_at)
         self.taps.pump()

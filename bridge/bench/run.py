@@ -180,14 +180,22 @@ def pacing(streams: dict[int, list[tuple[float, int]]]) -> dict[str, float]:
     for packets in streams.values():
         if len(packets) < 10:
             continue
-        t0, s0 = packets[0]
+        t0, last = packets[0]
         lags = []
-        last = s0
+        highest = 0  # packets since the first one, with the 16-bit sequence unwrapped
+        seen = set()
         for t, seq in packets:
-            index = (seq - s0) % 65536
-            missing += max(0, (seq - last) % 65536 - 1)
-            last = seq
+            # The sequence wraps every 65536 packets (21.8 minutes of 20 ms frames): count steps,
+            # not absolute values. A step back (reordered, duplicated) is placed where it belongs.
+            step = (seq - last) % 65536
+            if step >= 32768:
+                step -= 65536
+            index = highest + step
+            if step > 0:
+                highest, last = index, seq
+            seen.add(index)
             lags.append((t - t0) * 1000.0 - index * 20.0)
+        missing += highest + 1 - len(seen)
         base = sorted(lags)[len(lags) // 2]
         late += sum(1 for lag in lags if lag - base > 20.0)
         total += len(lags)
