@@ -27,8 +27,11 @@ def target(bridge: BridgeProcess) -> str:
 @pytest.mark.parametrize("codec, pt, decode", [("pcmu", "0", ulaw_decode), ("pcma", "8", alaw_decode)])
 def test_g711_from_sipp_reaches_the_bot_bit_exact(
         tmp_path: Path, codec: str, pt: str, decode: object) -> None:
-    """A raw codec file streamed by sipp: every voiced 20 ms the bot gets, after the jitter
-    buffer's first 300 ms, is the exact G.711 decode of what was sent."""
+    """A raw codec file streamed by sipp: the voiced 20 ms the bot gets, after the jitter
+    buffer's first 300 ms, are the exact G.711 decode of what was sent. Not quite all of them:
+    when PJSIP's adaptive jitter buffer shrinks it merges two frames (WSOLA), which leaves two
+    adjacent windows inexact with no packet lost (seen about once in ten runs, on either media
+    path). A wrong decoder or law would match ~0 %."""
     async def script(stream: Stream) -> None:
         await asyncio.sleep(4.0)
         await stream.ws.close(1000)
@@ -43,7 +46,7 @@ def test_g711_from_sipp_reaches_the_bot_bit_exact(
     reference = decode((MEDIA_DIR / f"speech.{codec}").read_bytes())  # type: ignore[operator]
     received = stream.pcm()[int(0.3 * 16000):]
     assert len(received) > 3 * 16000
-    assert exact_fraction(received, reference) == 1.0
+    assert exact_fraction(received, reference) >= 0.97
 
 
 @pytest.mark.parametrize("scenario, codec", [("uac_media_dtmf", "pcmu"), ("uac_media_dtmf_pcma", "pcma")])
