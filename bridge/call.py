@@ -334,12 +334,12 @@ class BridgeCall:
         frame = frame_bytes(clock, 20)
         prebuffer = frame_bytes(clock, policy.prebuffer_ms)
         cap = int(policy.buffer_seconds * clock) * 2
+        self._chunk_frames = policy.chunk_ms // 20
         playout = PlayoutBuffer(frame, prebuffer_bytes=prebuffer, cap_bytes=cap)
-        native = functools.partial(self.sip.media_channel, self.handle, frame, policy.chunk_ms // 20,
+        native = functools.partial(self.sip.media_channel, self.handle, frame, self._chunk_frames,
                                    prebuffer, cap)
         self.channel, self.recorder = open_channel(self, frame, playout, self._notify_media, native)
         self._chunker = Chunker(frame_bytes(rate, policy.chunk_ms))
-        self._chunk_frames = policy.chunk_ms // 20
         self._rx_resampler = StreamResampler(clock, rate) if rate != clock else None
         self._tx_resampler = StreamResampler(rate, clock) if rate != clock else None
         self.pumping = True

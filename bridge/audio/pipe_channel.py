@@ -32,7 +32,6 @@ class MediaPipeLike(Protocol):
     def probeTime(self) -> float: ...
     def rxChunkTime(self) -> float: ...
     def rxWritten(self) -> int: ...
-    def rxRead(self) -> int: ...
     def rxOverruns(self) -> int: ...
     def written(self) -> int: ...
     def played(self) -> int: ...
@@ -77,7 +76,8 @@ class PipePlayout:
 
 
 class PipeChannel:
-    """Loop side only: every method runs on the asyncio thread."""
+    """Used on the asyncio thread, except `closed = True`, which the SIP thread sets when the call
+    ends (an atomic flag in the pipe)."""
 
     native = True
 
@@ -89,14 +89,6 @@ class PipeChannel:
         self._closed = False
 
     # ---- caller audio ---------------------------------------------------------------------
-
-    @property
-    def rx_written(self) -> int:
-        return self.pipe.rxWritten()
-
-    @property
-    def rx_read(self) -> int:
-        return self.pipe.rxRead()
 
     @property
     def rx_frames_ready(self) -> int:

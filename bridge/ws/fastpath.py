@@ -133,7 +133,6 @@ class FrameSplitter:
             del buf[:pos]
         return out
 
-
     def take_rest(self) -> bytes:
         """End the fast path: the bytes of an incomplete frame it was holding, for websockets."""
         self.ended = True
@@ -168,11 +167,9 @@ class _FastPath(Connection):
     def end_fast_path(self) -> list[str | bytes]:
         """Leave every later message to websockets; returns the fast messages not yet handled."""
         self._fast = False
-        splitter = self._splitter
-        if splitter is not None and not splitter.ended:
-            rest = splitter.take_rest()
-            if rest:
-                super().data_received(rest)
+        held = self._release_held()
+        if held:
+            super().data_received(held)
         early = list(self._early)
         self._early.clear()
         return early
@@ -187,9 +184,7 @@ class _FastPath(Connection):
             self._handshake_read(data)
             return
         if not self._fast or self.protocol.state is not State.OPEN:
-            if self._splitter is not None and not self._splitter.ended:
-                data = self._splitter.take_rest() + data  # the start of a frame it was holding
-            super().data_received(data)
+            super().data_received(self._release_held() + data)
             return
         splitter = self._splitter
         if splitter is None:
@@ -206,6 +201,10 @@ class _FastPath(Connection):
                 super().data_received(payload)
         if splitter.ended:
             self._fast = False
+
+    def _release_held(self) -> bytes:
+        """The start of a frame the splitter was holding (b"" if none), now websockets' to parse."""
+        return self._splitter.take_rest() if self._splitter is not None else b""
 
     def _handshake_read(self, data: bytes) -> None:
         """Until the 101 response is complete, websockets reads. If the bot's first frames came
