@@ -9,10 +9,10 @@ plays the media: one UDP socket per stream bound to the port the offer announced
 from __future__ import annotations
 
 import base64
+import multiprocessing
 import random
 import socket
 import struct
-import threading
 import time
 import wave
 from collections.abc import Callable
@@ -76,69 +76,90 @@ class RtpStream:
 
 
 class RtpSender:
-    """Sends every stream's packet k at start + k * 20 ms (absolute schedule: no drift)."""
+    """Sends every stream's packet k at start + k * 20 ms (absolute schedule: no drift).
+
+    The schedule runs in a forked child process: in the test's own process, a collection or the
+    bot thread holding the GIL could stall it for tens of ms, and the burst that follows makes
+    PJSIP's jitter buffers grow and then shrink each at its own pace, which is not what these
+    tests are about. Targets go to the child and counters come back through shared memory.
+    """
 
     def __init__(self, streams: list[RtpStream], seconds: float, seed: int = 7) -> None:
         self.streams = streams
         self.seconds = seconds
-        self._rng = random.Random(seed)
+        self.seed = seed
         self._socks = []
         for stream in streams:
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             sock.bind(("127.0.0.1", stream.port))
             self._socks.append(sock)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self.t0 = 0.0
+        ctx = multiprocessing.get_context("fork")
+        self._targets = ctx.Array("i", len(streams))  # the answer's port per stream, 0 until known
+        self._counts = ctx.Array("q", 3 * len(streams))  # sent, dropped, received per stream
+        self._stop = ctx.Event()
+        self._process = ctx.Process(target=self._run, daemon=True)
 
     def start(self) -> RtpSender:
-        self._thread.start()
+        for i, stream in enumerate(self.streams):
+            if stream.target is not None:
+                self._targets[i] = stream.target[1]
+        self._process.start()
         return self
+
+    def aim(self, index: int, port: int) -> None:
+        """Stream `index` starts sending to 127.0.0.1:`port` (the answer's port)."""
+        self.streams[index].target = ("127.0.0.1", port)
+        self._targets[index] = port
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(5)
+        self._process.join(5)
+        if self._process.is_alive():
+            self._process.kill()
+        for i, stream in enumerate(self.streams):
+            stream.sent, stream.dropped, stream.received = self._counts[3 * i : 3 * i + 3]
         for sock in self._socks:
             sock.close()
 
-    def _run(self) -> None:
+    def _run(self) -> None:  # in the child
+        rng = random.Random(self.seed)
         payloads = [ulaw_encode(s.pcm) for s in self.streams]
-        self.t0 = t0 = time.monotonic() + 0.05
-        total = int(self.seconds * 50)
-        for k in range(total):
+        t0 = time.monotonic() + 0.05
+        for k in range(int(self.seconds * 50)):
             if self._stop.is_set():
                 return
             delay = t0 + k * 0.02 - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
             now_s = k * 0.02
-            for stream, sock, payload in zip(self.streams, self._socks, payloads, strict=True):
-                self._drain(stream, sock)
-                if stream.target is None:
+            for i, stream in enumerate(self.streams):
+                sock, payload = self._socks[i], payloads[i]
+                self._counts[3 * i + 2] += self._drain(sock)
+                port = self._targets[i]
+                if not port:
                     continue
-                j = k  # packet number: the same schedule for every stream
                 if any(a <= now_s < b for a, b in stream.silent):
                     continue
                 lucky = stream.keep is not None and stream.keep(k)
-                if any(a <= now_s < b for a, b in stream.lost) or (
-                        not lucky and self._rng.random() < stream.loss):
-                    stream.dropped += 1
+                if any(a <= now_s < b for a, b in stream.lost) or (not lucky and rng.random() < stream.loss):
+                    self._counts[3 * i + 1] += 1
                     continue
                 n = len(payload)
                 off = (k * FRAME) % n
                 chunk = (payload[off : off + FRAME] + payload[: max(0, off + FRAME - n)])[:FRAME]
-                header = struct.pack("!BBHII", 0x80, 0, j & 0xFFFF, (j * FRAME) & 0xFFFFFFFF, stream.ssrc)
-                sock.sendto(header + chunk, stream.target)
-                stream.sent += 1
+                header = struct.pack("!BBHII", 0x80, 0, k & 0xFFFF, (k * FRAME) & 0xFFFFFFFF, stream.ssrc)
+                sock.sendto(header + chunk, ("127.0.0.1", port))
+                self._counts[3 * i] += 1
 
     @staticmethod
-    def _drain(stream: RtpStream, sock: socket.socket) -> None:
+    def _drain(sock: socket.socket) -> int:
+        got = 0
         while True:
             try:
                 sock.recv(2048, socket.MSG_DONTWAIT)
             except (BlockingIOError, OSError):
-                return
-            stream.received += 1
+                return got
+            got += 1
 
 
 def rtp_ports(count: int) -> list[int]:
