@@ -37,8 +37,6 @@ USER = "sip-ws-bridge"
 DEFAULT_PYTHON = "/opt/sip-ws-bridge/.venv/bin/python"
 # Per call: RTP and RTCP sockets, the bot's socket, maybe a SIP TCP connection; 1024 calls at most.
 LIMIT_NOFILE = 16384
-# Ahead of ordinary work on a shared host; the benchmark runs the bridge at the same value.
-NICE = -5
 _VAR_RE = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)(:-[^}]*)?\}")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
@@ -83,9 +81,6 @@ TimeoutStartSec=60
 TimeoutStopSec=45
 KillMode=mixed
 LimitNOFILE={LIMIT_NOFILE}
-# The 20 ms media path goes before ordinary work sharing the host (a late tick is an audible
-# gap). Not real-time scheduling: a runaway bridge cannot lock the host up.
-Nice={NICE}
 
 # Hardening. No capabilities: SIP on 5060 needs none (only ports below 1024 do; the
 # installer adds CAP_NET_BIND_SERVICE in a drop-in when the profile uses one).

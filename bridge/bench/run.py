@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 from bridge.demo import free_port
-from bridge.install import NICE
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -52,7 +51,6 @@ class Run:
     rate: float
     hold: float
     workers: int
-    nice: int = NICE  # the bridge's niceness, as the systemd unit sets it
     samples: list[ProcSample] = field(default_factory=list)
 
 
@@ -111,15 +109,6 @@ def proc_sample(pids: list[int]) -> ProcSample:
             rss += int(fields[21]) * PAGE / 1e6
             fds += len(os.listdir(f"/proc/{pid}/fd"))
     return ProcSample(time.monotonic(), cpu, rss, fds)
-
-
-def niceness(pid: int) -> int | None:
-    """The process's nice value as the kernel has it (field 19 of /proc/PID/stat)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[16])
 
 
 def bridge_pids(main_pid: int) -> list[int]:
@@ -301,11 +290,8 @@ def run_bench(run: Run, log: Any = print) -> dict[str, Any]:
     bridges: list[subprocess.Popen[bytes]] = []
     bridge_logs = [work / f"bridge-{index}.log" for index in range(workers)]
     for profile, log_path in zip(profiles, bridge_logs, strict=True):
-        # `nice` rather than renicing afterwards: every thread the bridge starts inherits it.
-        prefix = ["nice", "-n", str(run.nice)] if run.nice else []
-        command = [*prefix, sys.executable, "-m", "bridge", "run", "--profile", str(profile)]
-        log_file = log_path.open("wb")
-        bridges.append(subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env))
+        bridges.append(subprocess.Popen([sys.executable, "-m", "bridge", "run", "--profile", str(profile)],
+                                        stdout=log_path.open("wb"), stderr=subprocess.STDOUT, env=env))
     front: subprocess.Popen[bytes] | None = None
     target_port = sip_ports[0]
     if workers > 1:
@@ -322,10 +308,6 @@ def run_bench(run: Run, log: Any = print) -> dict[str, Any]:
                 raise SystemExit("bench: the bridge did not start:\n" + log_path.read_text()[-3000:])
         time.sleep(2.5 if front is not None else 0.5)  # the front's first OPTIONS round
         pids = [pid for bridge in bridges for pid in bridge_pids(bridge.pid)]
-        bridge_nice = niceness(bridges[0].pid)
-        if bridge_nice != run.nice:
-            log(f"bench: the bridge runs at nice {bridge_nice}, not {run.nice} (lowering it needs root "
-                "or CAP_SYS_NICE)")
         base = proc_sample(pids)
         front_base = proc_sample(front_pids(front)) if front is not None else None
         load_base = proc_sample([bot.pid])
@@ -485,7 +467,6 @@ def run_bench(run: Run, log: Any = print) -> dict[str, Any]:
         "chunk_ms": run.chunk_ms,
         "rate_cps": run.rate,
         "workers": run.workers,
-        "bridge_nice": bridge_nice,
         "attempted": attempted,
         "answered": completed
         + int(stats.get("FailedCall(C)", 0) or 0)
@@ -543,7 +524,6 @@ def print_table(r: dict[str, Any]) -> None:
             "calls concurrent / chunk",
             f"{r['calls']} / {r['chunk_ms']} ms, {r['rate_cps']:g} calls/s, {r['duration_s']:g} s",
         ),
-        ("bridge workers / nice", f"{r['workers']} / {r['bridge_nice']}"),
         (
             "attempted / answered / completed",
             f"{r['attempted']} / {r['answered']} / {r['completed']} (failed {r['failed']})",
@@ -601,8 +581,6 @@ def main(argv: list[str] | None = None) -> int:
         "--hold", type=float, default=0.0, help="call length in s (default: the whole duration)"
     )
     parser.add_argument("--workers", type=int, default=1, help="bridge worker processes (default 1)")
-    parser.add_argument("--nice", type=int, default=NICE,
-                        help=f"the bridge's niceness (default {NICE}, as the systemd unit; 0: as the load)")
     parser.add_argument("--json", help="write the figures to this file")
     parser.add_argument("--keep", help="keep the run's files (logs, captures) in this directory")
     args = parser.parse_args(argv)
@@ -610,7 +588,7 @@ def main(argv: list[str] | None = None) -> int:
     hold = args.hold or args.duration
     workdir = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="sip-ws-bridge-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    run = Run(workdir, args.calls, args.duration, args.chunk_ms, rate, hold, args.workers, args.nice)
+    run = Run(workdir, args.calls, args.duration, args.chunk_ms, rate, hold, args.workers)
     try:
         result = run_bench(run)
     finally:

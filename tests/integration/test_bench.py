@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from bridge.install import NICE
 from tests.bridgelib import REPO
 
 pytestmark = pytest.mark.timeout(180)
@@ -35,6 +33,4 @@ def test_a_short_benchmark_run_reports_every_figure(tmp_path: Path) -> None:
         latency = figures["added_latency_ms"][direction]
         assert latency["count"] > 0 and 0 <= latency["p50"] <= latency["p99"]
     assert figures["invite_to_200_ms"]["count"] == 10
-    # Read back from the bridge process: the unit's niceness (root here; elsewhere it stays 0).
-    assert figures["bridge_nice"] == (NICE if os.geteuid() == 0 else 0)
     assert "added latency rtp->ws" in result.stdout  # the table

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bridge.errors import EXIT_CONFIG
-from bridge.install import LIMIT_NOFILE, NICE, install_service, referenced_variables, unit_text
+from bridge.install import LIMIT_NOFILE, install_service, referenced_variables, unit_text
 
 REPO = Path(__file__).resolve().parents[2]
 ANALYZE = shutil.which("systemd-analyze")
@@ -54,9 +54,8 @@ def test_unit_contents() -> None:
                  "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes", "CapabilityBoundingSet=",
                  "ExecStart=/opt/x/bin/python -m bridge run --profile /etc/sip-ws-bridge/%i.yaml",
                  "ExecReload=/bin/kill -HUP $MAINPID", "StateDirectory=sip-ws-bridge/%i",
-                 f"LimitNOFILE={LIMIT_NOFILE}", f"Nice={NICE}"):
+                 f"LimitNOFILE={LIMIT_NOFILE}"):
         assert line in lines, line
-    assert -10 <= NICE < 0  # ahead of ordinary work, far from the real-time end
     assert any(line.startswith("WatchdogSec=") for line in lines)
     assert LIMIT_NOFILE >= 256 + 4 * 1024  # room for the largest sip.max_calls
     assert "CAP_NET_BIND_SERVICE" not in "".join(line for line in lines if not line.startswith("#"))
