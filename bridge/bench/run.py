@@ -589,13 +589,23 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="sip-ws-bridge-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     run = Run(workdir, args.calls, args.duration, args.chunk_ms, rate, hold, args.workers)
+    result: dict[str, Any] | None = None
     try:
         result = run_bench(run)
     finally:
+        # A run that lost a call keeps its files: sipp's errors and the bridges' logs say why,
+        # and a capacity run is too long to repeat just to find out.
         if not args.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
+            if all_completed(result):
+                shutil.rmtree(workdir, ignore_errors=True)
+            else:
+                print(f"bench: not every call completed; the run's files (bridge and load bot logs, "
+                      f"sipp.err, the RTP capture) are kept in {workdir}", file=sys.stderr)
     print_table(result)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-    ok = result["completed"] == result["attempted"] and result["attempted"] > 0
-    return 0 if ok else 1
+    return 0 if all_completed(result) else 1
+
+
+def all_completed(result: dict[str, Any] | None) -> bool:
+    return result is not None and result["attempted"] > 0 and result["completed"] == result["attempted"]
