@@ -64,12 +64,11 @@ class RtpStream:
 
     pcm: bytes
     port: int  # local port (the offer's)
-    target: tuple[str, int] | None = None  # where to send (the answer's port), set later
     loss: float = 0.0  # random loss ratio (sequence numbers skipped)
     silent: list[tuple[float, float]] = field(default_factory=list)  # (from_s, to_s): nothing sent, seq kept
     lost: list[tuple[float, float]] = field(default_factory=list)  # (from_s, to_s): packets lost, seq skipped
     keep: Callable[[int], bool] | None = None  # packets (by number) random loss never takes
-    sent: int = 0
+    sent: int = 0  # the counters are filled in when the sender stops
     dropped: int = 0
     received: int = 0  # datagrams that came back to this RTP port (a tap must send none)
     ssrc: int = field(default_factory=lambda: random.getrandbits(32))
@@ -100,15 +99,11 @@ class RtpSender:
         self._process = ctx.Process(target=self._run, daemon=True)
 
     def start(self) -> RtpSender:
-        for i, stream in enumerate(self.streams):
-            if stream.target is not None:
-                self._targets[i] = stream.target[1]
         self._process.start()
         return self
 
     def aim(self, index: int, port: int) -> None:
         """Stream `index` starts sending to 127.0.0.1:`port` (the answer's port)."""
-        self.streams[index].target = ("127.0.0.1", port)
         self._targets[index] = port
 
     def stop(self) -> None:
