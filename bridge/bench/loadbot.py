@@ -25,6 +25,7 @@ from websockets.protocol import State
 from bridge.ws.fastpath import FastServerConnection
 
 LATE_MS = 20.0
+_MEDIA_PREFIX = '{"event":"media",'
 
 
 @dataclass
@@ -102,6 +103,7 @@ class _Stream:
         self.ws = ws
         self.fig = fig
         self.sid = ""
+        self.echo_prefix = ""  # an echoed media event up to its "media" object
         self.first_arrival: float | None = None
         self.last_ts = 0
         self.echoed_ms = 0.0  # audio sent back to the bridge, ms (8 kHz assumed for mark timing)
@@ -113,37 +115,23 @@ class _Stream:
 
     def on_message(self, message: str | bytes) -> None:
         now = time.monotonic()
-        msg = json.loads(message)
+        if isinstance(message, str) and message.startswith(_MEDIA_PREFIX) and self.sid:
+            self._on_media(now, message)
+        else:
+            self._on_event(now, json.loads(message))
+
+    def _on_event(self, now: float, msg: dict[str, Any]) -> None:
         event = msg.get("event")
         fig = self.fig
         if event == "start":
             self.sid = msg["stream_sid"]
+            self.echo_prefix = '{"event":"media","stream_sid":' + json.dumps(self.sid) + ","
         elif event == "media":
-            fig.media += 1
             media = msg["media"]
-            ts = int(media["timestamp"])
             payload_ms = _b64_len(media["payload"]) / 16.0
-            if self.first_arrival is None:
-                self.first_arrival = now - ts / 1000.0
-            elif ts - self.last_ts > payload_ms + 1:
-                fig.missing_ms += int(ts - self.last_ts - payload_ms)
-            self.last_ts = ts
-            fig.lags.append((now - self.first_arrival) * 1000.0 - ts)
+            self._media_arrived(now, int(media["timestamp"]), payload_ms)
             self._send({"event": "media", "stream_sid": self.sid, "media": media})
-            if self.play_started is None:
-                self.play_started = now
-            self.echoed_ms += payload_ms
-            bot = self.bot
-            if now >= self.next_mark:
-                self.next_mark = now + bot.mark_every_s
-                name = f"m{fig.media}"
-                ahead = max(0.0, self.echoed_ms - (now - self.play_started) * 1000.0)
-                self.marks[name] = (now, ahead)
-                self._send({"event": "mark", "stream_sid": self.sid, "mark": {"name": name}})
-            if bot.clear_every_s and now >= self.next_clear:
-                self.next_clear = now + bot.clear_every_s
-                self._send({"event": "clear", "stream_sid": self.sid})
-                self.play_started, self.echoed_ms = now, 0.0
+            self._media_sent(now, payload_ms)
         elif event == "mark":
             sent = self.marks.pop(msg["mark"]["name"], None)
             if sent is not None:
@@ -153,12 +141,68 @@ class _Stream:
         elif event == "stop":
             fig.stops += 1
 
-    def _send(self, message: dict[str, Any]) -> None:
-        """Write now (no await per message); after the bridge closed, just keep reading."""
+    def _media_arrived(self, now: float, ts: int, payload_ms: float) -> None:
+        fig = self.fig
+        fig.media += 1
+        if self.first_arrival is None:
+            self.first_arrival = now - ts / 1000.0
+        elif ts - self.last_ts > payload_ms + 1:
+            fig.missing_ms += int(ts - self.last_ts - payload_ms)
+        self.last_ts = ts
+        fig.lags.append((now - self.first_arrival) * 1000.0 - ts)
+
+    def _media_sent(self, now: float, payload_ms: float) -> None:
+        """After echoing: a mark or a clear now and then."""
+        if self.play_started is None:
+            self.play_started = now
+        self.echoed_ms += payload_ms
+        bot = self.bot
+        if now >= self.next_mark:
+            self.next_mark = now + bot.mark_every_s
+            name = f"m{self.fig.media}"
+            ahead = max(0.0, self.echoed_ms - (now - self.play_started) * 1000.0)
+            self.marks[name] = (now, ahead)
+            self._send({"event": "mark", "stream_sid": self.sid, "mark": {"name": name}})
+        if bot.clear_every_s and now >= self.next_clear:
+            self.next_clear = now + bot.clear_every_s
+            self._send({"event": "clear", "stream_sid": self.sid})
+            self.play_started, self.echoed_ms = now, 0.0
+
+    def _on_media(self, now: float, message: str) -> None:
+        """A `media` event, read and echoed without a JSON round trip: at hundreds of streams the
+        bot's own processing would otherwise be a large share of the machine (and of the delays
+        the bot sees). The bridge writes media events in one fixed layout (MediaEncoder)."""
+        at = message.find('"timestamp":"')
+        start = message.find('"media":')
+        if at < 0 or start < 0:
+            self._on_event(now, json.loads(message))
+            return
+        ts = int(message[at + 13 : message.index('"', at + 13)])
+        payload_at = message.find('"payload":"', at)
+        payload_ms = _b64_len(message[payload_at + 11 : -3]) / 16.0
+        self._media_arrived(now, ts, payload_ms)
+        self._send_text(self.echo_prefix + message[start:])
+        self._media_sent(now, payload_ms)
+
+    def _send_text(self, text: str) -> None:
+        """One server text frame, written straight to the socket (unmasked, as servers send)."""
         ws = self.ws
         if ws.protocol.state is State.OPEN:
-            ws.protocol.send_text(json.dumps(message).encode())
-            ws.send_data()
+            data = text.encode()
+            ws.transport.write(_text_frame_head(len(data)) + data)
+
+    def _send(self, message: dict[str, Any]) -> None:
+        """Write now (no await per message); after the bridge closed, just keep reading."""
+        self._send_text(json.dumps(message, separators=(",", ":")))
+
+
+def _text_frame_head(length: int) -> bytes:
+    """The header of a final, unmasked text frame (RFC 6455 section 5.2)."""
+    if length < 126:
+        return bytes((0x81, length))
+    if length < 65536:
+        return bytes((0x81, 126)) + length.to_bytes(2, "big")
+    return bytes((0x81, 127)) + length.to_bytes(8, "big")
 
 
 def _b64_len(text: str) -> int:

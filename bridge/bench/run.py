@@ -3,8 +3,9 @@
 It starts the bridge as users run it (`sip-ws-bridge run` on a generated profile), the load bot
 in its own process, and sipp placing N concurrent calls at a set rate with real RTP speech
 (`rtp_stream`) and RFC 4733 DTMF. It samples the bridge's CPU, memory and open files from
-/proc, captures a sample of the bridge's RTP on the wire to check 20 ms pacing toward callers,
-and reads the bridge's own latency histograms from its shutdown record. One table is printed;
+/proc, captures a sample of the bridge's RTP and of its WebSocket streams on the wire to check
+the pacing toward callers and toward the bot, and reads the bridge's own latency histograms from
+its shutdown record. One table is printed;
 `--json FILE` writes the same figures for comparison between runs.
 """
 
@@ -17,7 +18,6 @@ import math
 import os
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import tempfile
@@ -27,11 +27,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from bridge.bench.wire import media_pacing, pacing, read_pcap_rtp, read_pcap_ws_media, sample_modulus
 from bridge.demo import free_port
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 SAMPLED_CALLS = 10  # RTP of this many calls is captured to check pacing on the wire
+SAMPLED_STREAMS = 16  # about this many bot streams are captured to check pacing toward the bot
+WS_CAPTURE_KB = 400_000  # the bot-stream capture stops at this size (a long soak would fill a disk)
 
 
 @dataclass
@@ -145,68 +148,6 @@ control:
 """
 
 
-def read_pcap_rtp(path: Path) -> dict[int, list[tuple[float, int]]]:
-    """(capture time, RTP sequence) per UDP source port, from a classic pcap of loopback."""
-    streams: dict[int, list[tuple[float, int]]] = {}
-    data = path.read_bytes()
-    if len(data) < 24:
-        return streams
-    magic = struct.unpack("<I", data[:4])[0]
-    endian = "<" if magic in (0xA1B2C3D4, 0xA1B23C4D) else ">"
-    nano = magic in (0xA1B23C4D, 0x4D3CB2A1)
-    linktype = struct.unpack(endian + "I", data[20:24])[0]
-    offset = 24
-    link_len = {1: 14, 113: 16, 276: 20}.get(linktype, 14)
-    while offset + 16 <= len(data):
-        sec, frac, incl, _ = struct.unpack(endian + "IIII", data[offset : offset + 16])
-        packet = data[offset + 16 : offset + 16 + incl]
-        offset += 16 + incl
-        ip = packet[link_len:]
-        if len(ip) < 20 or ip[0] >> 4 != 4 or ip[9] != 17:
-            continue
-        udp = ip[(ip[0] & 0x0F) * 4 :]
-        if len(udp) < 20 or udp[8] >> 6 != 2 or 200 <= udp[9] <= 204:
-            continue  # not RTP version 2, or RTCP (payload types 200-204)
-        src_port = struct.unpack(">H", udp[:2])[0]
-        seq = struct.unpack(">H", udp[10:12])[0]
-        t = sec + frac / (1e9 if nano else 1e6)
-        streams.setdefault(src_port, []).append((t, seq))
-    return streams
-
-
-def pacing(streams: dict[int, list[tuple[float, int]]]) -> dict[str, float]:
-    """Late (more than a frame behind the stream's own schedule) and missing 20 ms packets."""
-    late = missing = total = 0
-    for packets in streams.values():
-        if len(packets) < 10:
-            continue
-        t0, last = packets[0]
-        lags = []
-        highest = 0  # packets since the first one, with the 16-bit sequence unwrapped
-        seen = set()
-        for t, seq in packets:
-            # The sequence wraps every 65536 packets (21.8 minutes of 20 ms frames): count steps,
-            # not absolute values. A step back (reordered, duplicated) is placed where it belongs.
-            step = (seq - last) % 65536
-            if step >= 32768:
-                step -= 65536
-            index = highest + step
-            if step > 0:
-                highest, last = index, seq
-            seen.add(index)
-            lags.append((t - t0) * 1000.0 - index * 20.0)
-        missing += highest + 1 - len(seen)
-        base = sorted(lags)[len(lags) // 2]
-        late += sum(1 for lag in lags if lag - base > 20.0)
-        total += len(lags)
-    return {
-        "packets": total,
-        "late": late,
-        "missing": missing,
-        "late_pct": round(100.0 * (late + missing) / total, 3) if total else 0.0,
-    }
-
-
 def sipp_stats(csv_path: Path) -> dict[str, str]:
     lines = [ln for ln in csv_path.read_text(errors="replace").splitlines() if ln.strip()]
     if len(lines) < 2:
@@ -298,6 +239,7 @@ def run_bench(run: Run, log: Any = print) -> dict[str, Any]:
         target_port = free_port()
         front = start_front(work, target_port, [f"sip:127.0.0.1:{p}" for p in sip_ports])
     capture: subprocess.Popen[bytes] | None = None
+    ws_capture: subprocess.Popen[bytes] | None = None
     front_base = front_end = None
     load_base = load_end = sipp_base = sipp_last = ProcSample(0.0, 0.0, 0.0, 0)
     try:
@@ -321,6 +263,7 @@ def run_bench(run: Run, log: Any = print) -> dict[str, Any]:
         )
         ramp = run.calls / run.rate
         pcap = work / "rtp.pcap"
+        ws_pcap = work / "ws.pcap"
         if shutil.which("dumpcap"):
             capture = subprocess.Popen(
                 [
@@ -337,6 +280,26 @@ def run_bench(run: Run, log: Any = print) -> dict[str, Any]:
                     f"udp and src portrange {rtp_start}-{rtp_start + 4 * SAMPLED_CALLS}",
                     "-a",
                     f"duration:{int(run.duration + ramp + 10)}",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            every = sample_modulus(run.calls, SAMPLED_STREAMS)
+            ws_capture = subprocess.Popen(
+                [
+                    "dumpcap",
+                    "-q",
+                    "-i",
+                    "lo",
+                    "-P",
+                    "-w",
+                    str(ws_pcap),
+                    "-f",
+                    f"tcp dst port {bot_port} and (tcp[0:2] % {every}) = 0",
+                    "-a",
+                    f"duration:{int(run.duration + ramp + 10)}",
+                    "-a",
+                    f"filesize:{WS_CAPTURE_KB}",
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -415,10 +378,11 @@ def run_bench(run: Run, log: Any = print) -> dict[str, Any]:
         end = proc_sample(pids)
         front_end = proc_sample(front_pids(front)) if front is not None else None
     finally:
-        if capture is not None and capture.poll() is None:
-            capture.send_signal(signal.SIGINT)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                capture.wait(10)
+        for dump in (capture, ws_capture):
+            if dump is not None and dump.poll() is None:
+                dump.send_signal(signal.SIGINT)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    dump.wait(10)
         for bridge in bridges:
             if bridge.poll() is None:
                 bridge.send_signal(signal.SIGTERM)
@@ -452,6 +416,8 @@ def run_bench(run: Run, log: Any = print) -> dict[str, Any]:
     }
     rtt = rtt_percentiles(next(iter(work.glob("*_rtt.csv")), work / "none"))
     wire = pacing(read_pcap_rtp(pcap)) if capture is not None and pcap.exists() else {}
+    ws_wire = (media_pacing(read_pcap_ws_media(ws_pcap, bot_port))
+               if ws_capture is not None and ws_pcap.exists() else {})
 
     warm_at = started + ramp + min(run.hold, run.duration / 2)
     warm = next((s for s in run.samples if s.t >= warm_at), None)
@@ -492,7 +458,10 @@ def run_bench(run: Run, log: Any = print) -> dict[str, Any]:
         "rss_last_load_mb": round(steady[-1].rss_mb, 1) if steady else None,
         "fds_start": base.fds,
         "fds_end": end.fds,
-        "late_frame_pct_to_bot": round(100.0 * (bot_figures.get("late_events", 0)) / to_bot, 3)
+        "late_frame_pct_to_bot": ws_wire.get("late_pct", 0.0),
+        "ws_sampled_events": ws_wire.get("events", 0),
+        # The same check as the bot timed its arrivals: its own event loop's delays included.
+        "late_frame_pct_to_bot_as_received": round(100.0 * (bot_figures.get("late_events", 0)) / to_bot, 3)
         if to_bot
         else 0.0,
         "missing_ms_to_bot": bot_figures.get("missing_ms", 0),
@@ -536,10 +505,11 @@ def print_table(r: dict[str, Any]) -> None:
         ),
         ("RSS end, fds start -> end", f"{r['rss_end_mb']} MB, {r['fds_start']} -> {r['fds_end']}"),
         (
-            "late frames to bot / to caller",
+            "late frames to bot / to caller (on the wire)",
             f"{r['late_frame_pct_to_bot']} % / {r['late_frame_pct_to_caller']} % "
-            f"({r['rtp_sampled_packets']} RTP packets sampled)",
+            f"({r['ws_sampled_events']} media events, {r['rtp_sampled_packets']} RTP packets sampled)",
         ),
+        ("late frames as the load bot received them", f"{r['late_frame_pct_to_bot_as_received']} %"),
         (
             "added latency rtp->ws p50 / p99",
             f"{lat['rtp_to_ws'].get('p50', '-')} / {lat['rtp_to_ws'].get('p99', '-')} ms",

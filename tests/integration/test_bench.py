@@ -29,6 +29,8 @@ def test_a_short_benchmark_run_reports_every_figure(tmp_path: Path) -> None:
     assert figures["streams_stopped"] == 10
     assert figures["cpu_per_call_pct"] > 0
     assert figures["rtp_sampled_packets"] > 1000
+    assert figures["ws_sampled_events"] > 1000  # 10 calls: every bot stream is captured
+    assert figures["marks_answered"] > 0  # the load bot's echo and marks went through
     for direction in ("rtp_to_ws", "ws_to_rtp"):
         latency = figures["added_latency_ms"][direction]
         assert latency["count"] > 0 and 0 <= latency["p50"] <= latency["p99"]
