@@ -202,6 +202,14 @@ class _FastPath(Connection):
         if splitter.ended:
             self._fast = False
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        # The handler is usually a bound method of the connection's owner, which holds the
+        # connection: dropped here, the pair is freed by reference counting when the owner lets
+        # go, not left for a full garbage collection (a call's buffers with it: ~57 KB a call).
+        self._handler = None
+        self._early.clear()
+
     def _release_held(self) -> bytes:
         """The start of a frame the splitter was holding (b"" if none), now websockets' to parse."""
         return self._splitter.take_rest() if self._splitter is not None else b""

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import hashlib
 import time
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -435,3 +437,47 @@ def test_a_frame_split_across_the_handshake_read_arrives_whole() -> None:
             return got.messages
 
     assert run(main) == [b"\x82\x00" * 50]
+
+
+# --- freeing a finished call -------------------------------------------------------------------------
+
+
+class Owner:
+    """Holds its link and takes the fast path's messages with a bound method, as BridgeCall does:
+    owner -> link -> connection -> handler -> owner is a reference cycle while the socket lives."""
+
+    def __init__(self, link: BotLink) -> None:
+        self.link = link
+        self.buffers = bytearray(64 * 1024)  # stands for a call's audio buffers
+        link.set_message_handler(self.on_message)
+
+    def on_message(self, message: str | bytes) -> None:
+        del message
+
+
+def test_a_closed_connection_lets_its_owner_go_without_the_cycle_collector() -> None:
+    async def script(ws: ServerConnection) -> None:
+        await wait_for_go(ws)
+        await ws.send("hello")
+        await ws.close(1000, "done")
+
+    async def main() -> None:
+        async with bot_server(script) as bot:
+            link = await open_bot_link(bot.url, retries=0, timeout=5)
+            owner = Owner(link)
+            gone = weakref.ref(owner)
+            assert link.send_nowait("go")
+            async for _ in link.messages():
+                pass
+            await link._conn.wait_closed()
+            await asyncio.sleep(0.05)  # connection_lost runs after the close handshake
+            del owner, link
+            # Reference counting alone: a finished call's memory must not wait for a full
+            # collection (rare once the bridge froze its start-up objects; 57 KB a call piled up).
+            assert gone() is None
+
+    gc.disable()
+    try:
+        run(main)
+    finally:
+        gc.enable()
