@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import re
 import struct
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator, Mapping
 from itertools import pairwise
 from pathlib import Path
+from typing import TypeVar
 
 from bridge.ws.frames import apply_mask
+
+StreamKey = TypeVar("StreamKey", bound=Hashable)
 
 __all__ = ["media_pacing", "pacing", "pcap_ipv4", "read_pcap_rtp", "read_pcap_ws_media", "sample_modulus"]
 
@@ -60,9 +63,11 @@ def pcap_ipv4(path: Path) -> Iterator[tuple[float, bytes]]:
             yield sec + frac / (1e9 if nano else 1e6), ip
 
 
-def read_pcap_rtp(path: Path) -> dict[int, list[tuple[float, int]]]:
-    """(capture time, RTP sequence) per UDP source port, from a classic pcap of loopback."""
-    streams: dict[int, list[tuple[float, int]]] = {}
+def read_pcap_rtp(path: Path) -> dict[tuple[int, int], list[tuple[float, int]]]:
+    """(capture time, RTP sequence) per stream (UDP source port, SSRC), from a classic pcap of
+    loopback. A port is reused by later calls when calls come and go (`--hold`): the SSRC tells
+    one call's stream from the next one's."""
+    streams: dict[tuple[int, int], list[tuple[float, int]]] = {}
     for t, ip in pcap_ipv4(path):
         if ip[9] != 17:
             continue
@@ -71,11 +76,12 @@ def read_pcap_rtp(path: Path) -> dict[int, list[tuple[float, int]]]:
             continue  # not RTP version 2, or RTCP (payload types 200-204)
         src_port = struct.unpack(">H", udp[:2])[0]
         seq = struct.unpack(">H", udp[10:12])[0]
-        streams.setdefault(src_port, []).append((t, seq))
+        ssrc = struct.unpack(">I", udp[16:20])[0]
+        streams.setdefault((src_port, ssrc), []).append((t, seq))
     return streams
 
 
-def pacing(streams: dict[int, list[tuple[float, int]]]) -> dict[str, float]:
+def pacing(streams: Mapping[StreamKey, list[tuple[float, int]]]) -> dict[str, float]:
     """Late (more than a frame behind the stream's own schedule) and missing 20 ms packets."""
     late = missing = total = 0
     for packets in streams.values():

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.bench.wire import media_pacing, read_pcap_ws_media, sample_modulus
+from bridge.bench.wire import media_pacing, pacing, read_pcap_rtp, read_pcap_ws_media, sample_modulus
 from bridge.ws.frames import masked_text_frame
 
 BOT_PORT = 8766
@@ -109,3 +109,23 @@ def test_the_sample_takes_about_the_wanted_number_of_streams() -> None:
     ports = range(40000, 40000 + 2 * 250, 2)  # connect() hands out even ports
     taken = [p for p in ports if p % sample_modulus(250) == 0]
     assert 10 <= len(taken) <= 24
+
+
+def rtp_packet(src: int, seq: int, ssrc: int) -> bytes:
+    rtp = struct.pack(">BBHII", 0x80, 0, seq, seq * 160, ssrc) + bytes(160)
+    udp = struct.pack(">HHHH", src, 40000, 8 + len(rtp), 0) + rtp
+    ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0, b"\x7f\0\0\1", b"\x7f\0\0\1")
+    return b"\0" * 12 + b"\x08\x00" + ip + udp
+
+
+def test_a_port_reused_by_the_next_call_is_a_new_rtp_stream(tmp_path: Path) -> None:
+    # Call A sends from port 20000 for 2 s; 5 s later call B gets the same port, with its own SSRC
+    # and sequence. As one stream, B would be 5 s late.
+    packets = [(100.0 + i * 0.020, rtp_packet(20000, 1000 + i, 0xAAAA)) for i in range(100)]
+    packets += [(107.0 + i * 0.020, rtp_packet(20000, 50 + i, 0xBBBB)) for i in range(100)]
+    write_pcap(tmp_path / "rtp.pcap", packets)
+
+    streams = read_pcap_rtp(tmp_path / "rtp.pcap")
+
+    assert sorted(streams) == [(20000, 0xAAAA), (20000, 0xBBBB)]
+    assert pacing(streams) == {"packets": 200, "late": 0, "missing": 0, "late_pct": 0.0}
