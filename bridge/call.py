@@ -31,12 +31,14 @@ from bridge.audio.playout import PlayoutBuffer
 from bridge.audio.resample import StreamResampler
 from bridge.config import RecordingSettings
 from bridge.errors import BotConnectError
-from bridge.latency import LatencyHistogram, TickClock
+from bridge.latency import LatencyHistogram, TickClock, playout_wait_ms
 from bridge.logs import CallLog, record
 from bridge.recording import CallHooks, CallRecorder, open_channel
 from bridge.sip import CallEnd, DtmfMethod, IncomingCall, MediaInfo, StreamStats
 from bridge.summary import summary_extras
 from bridge.ws.client import BotLink, open_bot_link, redact_url
+
+FRAME_MS = 20  # the conference clock's frame: every call's audio moves in these steps
 
 log = logging.getLogger("bridge.call")
 
@@ -149,6 +151,7 @@ class BridgeCall:
         self._closing: asyncio.Future[None] | None = None  # our 1009 close of the bot's socket
         self._chunker: Chunker | None = None
         self._chunk_frames = 1
+        self._prebuffer_frames = 0
         self._rx_resampler: StreamResampler | None = None
         self._tx_resampler: StreamResampler | None = None
         self.socket_rate = 8000
@@ -331,10 +334,11 @@ class BridgeCall:
         self.link.send_nowait(self.session.connected())
         self.link.send_nowait(self.session.start())
         clock = policy.clock_rate
-        frame = frame_bytes(clock, 20)
+        frame = frame_bytes(clock, FRAME_MS)
         prebuffer = frame_bytes(clock, policy.prebuffer_ms)
+        self._prebuffer_frames = -(-prebuffer // frame)  # as the playout buffer counts it
         cap = int(policy.buffer_seconds * clock) * 2
-        self._chunk_frames = policy.chunk_ms // 20
+        self._chunk_frames = policy.chunk_ms // FRAME_MS
         playout = PlayoutBuffer(frame, prebuffer_bytes=prebuffer, cap_bytes=cap)
         native = functools.partial(self.sip.media_channel, self.handle, frame, self._chunk_frames,
                                    prebuffer, cap)
@@ -487,22 +491,26 @@ class BridgeCall:
         queued = playout.buffered_bytes / (self.policy.clock_rate * 2 / 1000)
         if not playout.is_playing:
             queued += self.policy.prebuffer_ms
-        if self.ticks is not None:
-            queued += self.ticks.to_next_tick_ms(time.monotonic())
-        return queued
+        return queued + self._to_next_read_ms(channel, time.monotonic())
+
+    def _to_next_read_ms(self, channel: MediaChannel | PipeChannel, now: float) -> float:
+        """Until the clock next reads this call's bot audio: from the call's own tick when the
+        channel knows it (the native pipe), else from the bridge's estimate of the tick phase."""
+        own = channel.next_read_ms(now)
+        if own is not None:
+            return own
+        return self.ticks.to_next_tick_ms(now) if self.ticks is not None else 0.0
 
     def _start_probe(self, channel: MediaChannel | PipeChannel) -> None:
-        """Sample one bot message (about once a second) for the ws->rtp latency."""
+        """Sample one bot message (about once a second) for the ws->rtp latency; the allowance
+        is the wait the playout schedule itself imposes (`playout_wait_ms`) and the wait for
+        this call's next tick."""
         now = time.monotonic()
         playout = channel.playout
         if now < self._next_probe or (playout.buffered_bytes and not playout.is_playing):
             return  # still pre-buffering earlier audio: its wait is not ours to measure
-        bytes_per_ms = self.policy.clock_rate * 2 / 1000
-        allowance = playout.buffered_bytes / bytes_per_ms
-        if not playout.is_playing:
-            allowance += self.policy.prebuffer_ms
-        if self.ticks is not None:
-            allowance += self.ticks.to_next_tick_ms(now)
+        allowance = playout_wait_ms(playout.buffered_bytes, channel.frame_bytes, playout.is_playing,
+                                    self._prebuffer_frames) + self._to_next_read_ms(channel, now)
         self._probe = (playout.written, now, allowance)
         channel.watch_probe(playout.written)
 

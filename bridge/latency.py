@@ -6,9 +6,10 @@ Two directions, each a fixed-bin histogram (recording is an index increment):
   frame left PJSIP's jitter buffer) to the moment that chunk's `media` event was written to the
   bot's socket. The jitter buffer's own delay is PJSIP's and is reported from its statistics.
 - bot -> caller (`ws_to_rtp`): from a bot `media` message's arrival to the tick whose frame
-  carried its first byte into RTP, minus the audio that had to play before it (queued audio, or
-  the pre-buffer delay when playout was idle) and the wait for the next 20 ms tick (the frame
-  read at the last tick is still playing). Sampled about once a second per call.
+  carried its first byte into RTP, minus the wait the playout schedule imposes (the whole frames
+  queued ahead of it, and the pre-buffer's frames when playout was idle) and the wait for the
+  call's next 20 ms tick (the native pipe stamps each of its reads, so that phase is the call's
+  own; Python channels use the bridge's estimate). Sampled about once a second per call.
 """
 
 from __future__ import annotations
@@ -31,6 +32,19 @@ class TickClock:
         if not self.last:
             return 0.0
         return max(0.0, (self.last + TICK_S - now) % TICK_S) * 1000.0
+
+
+def playout_wait_ms(buffered_bytes: int, frame_bytes: int, playing: bool, prebuffer_frames: int) -> int:
+    """How many ms of whole ticks the playout schedule makes audio written now wait after the
+    next tick: every whole frame queued ahead (the frame that holds its first byte plays it, even
+    when earlier audio fills part of that frame) and, when playout is idle, the pre-buffer's
+    frames. What the `ws_to_rtp` probe takes off as the schedule's, not the bridge's, delay."""
+    frames = buffered_bytes // frame_bytes
+    if not playing:
+        frames += prebuffer_frames
+    return frames * int(TICK_S * 1000)
+
+
 _BINS = 2000  # 0-200 ms in 0.1 ms steps; beyond goes to the last bin
 
 

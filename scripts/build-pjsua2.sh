@@ -75,7 +75,7 @@ step "make lib (-j$JOBS)"
 cp "$MEDIA_PIPE" "$PJ/pjsip/include/pjsua2/media_pipe.hpp"
 SWIGI="$PJ/pjsip-apps/src/swig/pjsua2.i"
 NOTHREAD=""
-for m in take getFd close rxReady rxTake write mark clear watchMark watchProbe probeTime rxChunkTime rxWritten rxRead \
+for m in take getFd close rxReady rxTake write mark clear watchMark watchProbe probeTime pullTime rxChunkTime rxWritten rxRead \
          rxOverruns written played clearedBytes droppedBytes oddBytes underruns framesAudio framesSilence \
          bufferedBytes isPlaying pushFrame pullFrame getId getFrameBytes; do
   case $m in take|getFd) cls=MediaWakeup;; *) cls=MediaPipe;; esac

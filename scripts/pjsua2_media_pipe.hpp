@@ -221,6 +221,9 @@ public:
 
     /* time.monotonic() of the tick that played past the probe position (0.0: not yet). */
     double probeTime() { std::lock_guard<std::mutex> g(lock_); return probeAt_; }
+    /* time.monotonic() of the clock's last read of bot audio for this call (0.0: none yet): the
+     * phase of this call's own tick, which the loop's latency probes need to the microsecond. */
+    double pullTime() { std::lock_guard<std::mutex> g(lock_); return pullAt_; }
     /* time.monotonic() of the tick that completed the last chunk of caller audio. */
     double rxChunkTime() { std::lock_guard<std::mutex> g(lock_); return rxChunkAt_; }
 
@@ -292,6 +295,7 @@ public:
         bool post = false, audio;
         {
             std::lock_guard<std::mutex> g(lock_);
+            pullAt_ = bridge_monotonic();
             audio = readFrame(out);
             if (markPos_ >= 0 && (long long)played_ >= markPos_) {
                 markPos_ = -1;
@@ -428,6 +432,7 @@ private:
     unsigned long long underruns_ = 0, framesAudio_ = 0, framesSilence_ = 0;
     long long markPos_ = -1, probePos_ = -1;
     double probeAt_ = 0.0;
+    double pullAt_ = 0.0;
 #endif
 };
 

@@ -120,6 +120,14 @@ class MediaChannel:
         """`tick_at` if audio past `position` has been played by now, else 0.0."""
         return tick_at if self._playout.played > position else 0.0
 
+    def next_read_ms(self, now: float) -> float | None:
+        """None: this channel does not know its own tick's phase (the bridge's estimate is used)."""
+        del now
+        return None
+
+    def tick_phase_ms(self) -> float | None:
+        return None
+
     def write_audio(self, pcm: bytes) -> int:
         with self._lock:
             return self._playout.write(pcm)

@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections import deque
 from typing import Protocol
 
+from bridge.latency import TICK_S
+
 __all__ = ["MediaPipeLike", "PipeChannel"]
 
 
@@ -30,6 +32,7 @@ class MediaPipeLike(Protocol):
     def watchMark(self, pos: int) -> None: ...
     def watchProbe(self, pos: int) -> None: ...
     def probeTime(self) -> float: ...
+    def pullTime(self) -> float: ...
     def rxChunkTime(self) -> float: ...
     def rxWritten(self) -> int: ...
     def rxOverruns(self) -> int: ...
@@ -144,6 +147,21 @@ class PipeChannel:
         """time.monotonic() of the tick that played past `position`, or 0.0 if none has yet."""
         del position, tick_at  # the pipe watches the position given to watch_probe
         return self.pipe.probeTime()
+
+    def next_read_ms(self, now: float) -> float | None:
+        """How long until the clock next reads this call's bot audio (None before its first read):
+        audio written now cannot start playing before then."""
+        pulled = self.pipe.pullTime()
+        if not pulled:
+            return None
+        # An overdue read (the clock thread running late) is due now: its delay is the bridge's.
+        return min(TICK_S, max(0.0, TICK_S - (now - pulled))) * 1000.0
+
+    def tick_phase_ms(self) -> float | None:
+        """Where in every 20 ms the clock reads this call (ms past a multiple of 20 ms of
+        time.monotonic()), or None before its first read: `media.tick_phase_ms` at work."""
+        pulled = self.pipe.pullTime()
+        return round(pulled % TICK_S * 1000.0, 1) if pulled else None
 
     # ---- state and counters ---------------------------------------------------------------
 
