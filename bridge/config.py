@@ -232,6 +232,10 @@ class BotSettings:
 class MediaSettings:
     clock_rate: int = 8000
     rtp_timeout: float = 30.0  # seconds without RTP from the caller before hanging up; 0 = never
+    # Where in every 20 ms this instance's media clock ticks (ms past a multiple of 20 ms of the
+    # monotonic clock); None: wherever start-up put it. Instances on one host with different
+    # phases (0 and 10 for two) do their per-tick media work at different moments.
+    tick_phase_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,7 +325,7 @@ _BOT_KEYS: Final = (
 )
 _UNREACHABLE_KEYS: Final = ("action", "sip_status", "transfer_to")
 _CLOSE_KEYS: Final = ("action", "transfer_to")
-_MEDIA_KEYS: Final = ("clock_rate", *MEDIA_GUARD_KEYS)
+_MEDIA_KEYS: Final = ("clock_rate", "tick_phase_ms", *MEDIA_GUARD_KEYS)
 _LOGGING_KEYS: Final = ("level", "format")
 _CONTROL_KEYS: Final = ("listen",)
 _RECORDING_KEYS: Final = ("enabled", "dir", "layout", "retention_days", "max_files")
@@ -1347,8 +1351,11 @@ def parse_profile(
     bot = _parse_bot(ctx, top.section("bot", _BOT_KEYS))
 
     media_sec = top.section("media", _MEDIA_KEYS)
+    phase = media_sec.raw("tick_phase_ms")
     media = MediaSettings(clock_rate=media_sec.int_choice("clock_rate", 8000, CLOCK_RATES),
-                          rtp_timeout=parse_rtp_timeout(media_sec))
+                          rtp_timeout=parse_rtp_timeout(media_sec),
+                          tick_phase_ms=None if phase in (_MISSING, None)
+                          else ctx.integer(media_sec.key("tick_phase_ms"), phase, 0, 19))
 
     log_sec = top.section("logging", _LOGGING_KEYS)
     logging = LogSettings(
@@ -1500,7 +1507,8 @@ def _profile_to_dict(profile: Profile) -> dict[str, object]:
             "on_close": on_close,
             **bot_guard_dict(bot.guard),
         },
-        "media": {"clock_rate": profile.media.clock_rate, "rtp_timeout": profile.media.rtp_timeout},
+        "media": {"clock_rate": profile.media.clock_rate, "rtp_timeout": profile.media.rtp_timeout,
+                  "tick_phase_ms": profile.media.tick_phase_ms},
         "logging": {"level": profile.logging.level, "format": profile.logging.format},
         "control": {"listen": profile.control.listen},
         "recording": {

@@ -336,6 +336,10 @@ class Operations:
             "rejected": {**state.rejected_by_engine, **self.metrics.rejected},
             "reloads": self.reloads,
             "totals": totals,
+            # Measured from the calls (None without one): where in every 20 ms the media clock
+            # reads them (`media.tick_phase_ms`).
+            "tick_phase_ms": next((phase for call in state.calls if call.channel is not None
+                                   and (phase := call.channel.tick_phase_ms()) is not None), None),
             "calls": [self._call_row(call, now) for call in state.calls],
         }
 

@@ -48,6 +48,7 @@ def engine_settings(profile: Profile) -> EngineSettings:
         codecs=tuple(sip.codecs),
         user_agent=sip.user_agent,
         clock_rate=profile.media.clock_rate,
+        tick_phase_ms=profile.media.tick_phase_ms,
         max_calls=sip.max_calls,
         register=None if reg is None else RegisterParams(
             registrar=reg.registrar,

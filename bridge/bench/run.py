@@ -54,6 +54,7 @@ class Run:
     rate: float
     hold: float
     workers: int
+    spread_ticks: bool = True
     samples: list[ProcSample] = field(default_factory=list)
 
 
@@ -125,8 +126,10 @@ def bridge_pids(main_pid: int) -> list[int]:
 
 
 def profile_yaml(
-    run: Run, sip_port: int, bot_port: int, rtp_start: int, rtp_count: int, log_level: str
+    run: Run, sip_port: int, bot_port: int, rtp_start: int, rtp_count: int, log_level: str,
+    tick_phase_ms: int | None = None,
 ) -> str:
+    media = "" if tick_phase_ms is None else f"media:\n  tick_phase_ms: {tick_phase_ms}\n"
     return f"""\
 name: bench
 sip:
@@ -140,7 +143,7 @@ sip:
 bot:
   url: "ws://127.0.0.1:{bot_port}/bench?sample-rate=8000"
   chunk_ms: {run.chunk_ms}
-logging:
+{media}logging:
   level: {log_level}
   format: json
 control:
@@ -206,9 +209,14 @@ def run_bench(run: Run, log: Any = print) -> dict[str, Any]:
     audio = work / "speech.pcmu"
     audio.write_bytes(data.joinpath("speech.pcmu").read_bytes())
     profiles = []
+    phases: list[int] | None = None
+    if workers > 1 and run.spread_ticks:
+        phases = [index * 20 // workers for index in range(workers)]
     for index, (port, start) in enumerate(zip(sip_ports, rtp_starts, strict=True)):
         profile = work / f"bench-{index}.yaml"
-        profile.write_text(profile_yaml(run, port, bot_port, start, rtp_count, "info"))
+        # Each worker's media clock at its own point of the 20 ms, as the README advises.
+        phase = phases[index] if phases is not None else None
+        profile.write_text(profile_yaml(run, port, bot_port, start, rtp_count, "info", phase))
         profiles.append(profile)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
@@ -348,6 +356,11 @@ def run_bench(run: Run, log: Any = print) -> dict[str, Any]:
                 f"{int(run.duration + ramp + 60)}s",
                 "-timeout_error",
                 "-nostdin",
+                # A 180 forwarded after the 200 (the front's processes may reorder them, as any
+                # multi-process proxy may) is ignored instead of aborting the call; a real
+                # failure still fails it (a missing 200, BYE or 200 to BYE times out).
+                "-default_behaviors",
+                "all,-abortunexp",
             ],
             cwd=work,
             stdout=subprocess.DEVNULL,
@@ -433,6 +446,7 @@ def run_bench(run: Run, log: Any = print) -> dict[str, Any]:
         "chunk_ms": run.chunk_ms,
         "rate_cps": run.rate,
         "workers": run.workers,
+        "tick_phases_ms": phases,
         "attempted": attempted,
         "answered": completed
         + int(stats.get("FailedCall(C)", 0) or 0)
@@ -551,6 +565,9 @@ def main(argv: list[str] | None = None) -> int:
         "--hold", type=float, default=0.0, help="call length in s (default: the whole duration)"
     )
     parser.add_argument("--workers", type=int, default=1, help="bridge worker processes (default 1)")
+    parser.add_argument("--same-tick", action="store_true",
+                        help="leave each worker's media clock phase to chance (default: spread "
+                             "them over the 20 ms with media.tick_phase_ms)")
     parser.add_argument("--json", help="write the figures to this file")
     parser.add_argument("--keep", help="keep the run's files (logs, captures) in this directory")
     args = parser.parse_args(argv)
@@ -558,7 +575,8 @@ def main(argv: list[str] | None = None) -> int:
     hold = args.hold or args.duration
     workdir = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="sip-ws-bridge-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    run = Run(workdir, args.calls, args.duration, args.chunk_ms, rate, hold, args.workers)
+    run = Run(workdir, args.calls, args.duration, args.chunk_ms, rate, hold, args.workers,
+              spread_ticks=not args.same_tick)
     result: dict[str, Any] | None = None
     try:
         result = run_bench(run)

@@ -61,6 +61,7 @@ T = TypeVar("T")
 
 _CODEC_IDS = {"PCMU": "PCMU/8000/1", "PCMA": "PCMA/8000/1", "G722": "G722/16000/1"}
 _POLL_MS = 5
+_TICK_S = 0.020  # the conference clock's period (audioFramePtime)
 # pjmedia_stream_dtmf_event_flags (not exported by the SWIG module).
 _DTMF_IS_UPDATE = 1 << 0
 _DTMF_IS_END = 1 << 1
@@ -106,6 +107,7 @@ class EngineSettings:
     codecs: tuple[str, ...] = ("PCMU", "PCMA", "G722")
     user_agent: str = "sip-ws-bridge"
     clock_rate: int = 8000
+    tick_phase_ms: int | None = None  # when in every 20 ms the conference clock ticks (None: any)
     max_calls: int = 100  # admission limit; beyond it INVITEs get 503 + Retry-After
     register: RegisterParams | None = None
     pjsip_log_level: int = 1
@@ -769,6 +771,9 @@ class SipEngine:
         med.hasIoqueue = True
         med.noVad = True  # the bot hears a continuous stream; no comfort-noise gaps in RTP
         med.ecTailLen = 0
+        # Never close the (null) sound device when idle: reopened for the next call, its clock
+        # would start at a new phase, and `tick_phase_ms` would be lost.
+        med.sndAutoCloseTime = -1
         med.quality = 4  # resampling quality when a G.722 leg meets the 8 kHz clock
         ep.libInit(cfg)
 
@@ -790,6 +795,11 @@ class SipEngine:
         if s.tls is not None:
             self._create_tls_transport(ep, s.tls)
         ep.libStart()
+        if s.tick_phase_ms is not None:
+            _wait_for_phase(s.tick_phase_ms / 1000.0)
+            log.info("media clock: ticks %d ms past every 20 ms (media.tick_phase_ms)", s.tick_phase_ms)
+        # The null device's clock drives the conference: its phase is set here, for good (see
+        # sndAutoCloseTime above).
         ep.audDevManager().setNullDev()
         for codec in ep.codecEnum2():
             ep.codecSetPriority(codec.codecId, 0)
@@ -1067,6 +1077,13 @@ def _registrar_host(registrar: str) -> str:
     host = registrar.split(":", 1)[1] if ":" in registrar else registrar
     host = host.split(";", 1)[0]
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def _wait_for_phase(phase_s: float) -> None:
+    """Sleep until time.monotonic() is `phase_s` past a multiple of the 20 ms tick. PJSIP's clock
+    runs on the same monotonic clock and schedules each tick a whole period after the last, so a
+    clock started now keeps this phase."""
+    time.sleep((phase_s - time.monotonic() % _TICK_S) % _TICK_S)
 
 
 def _describe_start_error(settings: EngineSettings, exc: Any) -> str:

@@ -93,6 +93,7 @@ def test_defaults() -> None:
     assert bot.on_unreachable.transfer_to is None
     assert (bot.on_close.action, bot.on_close.transfer_to) == ("hangup", None)
     assert profile.media.clock_rate == 8000
+    assert profile.media.tick_phase_ms is None  # wherever start-up puts the media clock
     assert (profile.logging.level, profile.logging.format) == ("info", "auto")
 
 
@@ -312,6 +313,9 @@ BAD_VALUES: list[tuple[dict[Any, Any], str, str]] = [
     (set_path(minimal(), "bot.on_close", {"action": "transfer"}), "bot.on_close.transfer_to", "required"),
     (set_path(minimal(), "media.clock_rate", 24000), "media.clock_rate", "8000 or 16000"),
     (set_path(minimal(), "media.clock_rate", "8000"), "media.clock_rate", "8000 or 16000"),
+    (set_path(minimal(), "media.tick_phase_ms", 20), "media.tick_phase_ms", "0-19"),
+    (set_path(minimal(), "media.tick_phase_ms", -1), "media.tick_phase_ms", "0-19"),
+    (set_path(minimal(), "media.tick_phase_ms", "10"), "media.tick_phase_ms", "0-19"),
     (set_path(minimal(), "logging.level", "trace"), "logging.level", "debug, info, warning, error"),
     (set_path(minimal(), "logging.format", "xml"), "logging.format", "auto, json, text"),
     (minimal() | {"name": ""}, "name", "non-empty"),
@@ -320,6 +324,12 @@ BAD_VALUES: list[tuple[dict[Any, Any], str, str]] = [
     (minimal() | {"media": [8000]}, "media", "mapping"),
     (minimal() | {5: "x"}, "", "keys must be strings"),
 ]
+
+
+@pytest.mark.parametrize(("value", "expected"), [(0, 0), (10, 10), (19, 19), (None, None)])
+def test_the_media_clock_phase_is_a_ms_in_the_20_ms_tick(value: int | None, expected: int | None) -> None:
+    profile = parse_profile(set_path(minimal(), "media.tick_phase_ms", value), env={})
+    assert profile.media.tick_phase_ms == expected
 
 
 @pytest.mark.parametrize(("data", "key", "fragment"), BAD_VALUES)
@@ -814,7 +824,8 @@ KEYS = (
     " max_calls user_agent forward_headers register registrar username password realm expires identity"
     " outbound_proxy url headers connect_timeout connect_retries chunk_ms prebuffer_ms buffer_seconds"
     " max_message_bytes warn_message_bytes clear_answers_marks account_sid url_header"
-    " url_header_allowed_hosts on_unreachable on_close action sip_status transfer_to clock_rate level format"
+    " url_header_allowed_hosts on_unreachable on_close action sip_status transfer_to clock_rate tick_phase_ms"
+    " level format"
 ).split()
 keys = st.one_of(st.sampled_from(KEYS), st.text(max_size=8), st.integers(), st.none(), st.booleans())
 values = st.recursive(
