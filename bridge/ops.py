@@ -330,6 +330,9 @@ class Operations:
             "draining": self.draining,
             "registration": self.registration_text(),
             "active_calls": len(state.calls),
+            # Call objects in memory, ended ones included: more than active_calls for long means
+            # finished calls are being kept (and their audio buffers with them).
+            "calls_in_memory": len(getattr(bridge, "call_objects", ())),
             "max_calls": state.max_calls,
             "invites": self.invites,
             "calls_ended": calls_by_cause,

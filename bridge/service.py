@@ -16,6 +16,7 @@ import gc
 import logging
 import signal
 import time
+import weakref
 from typing import Any
 
 from bridge.call import BridgeCall, CallPolicy
@@ -124,6 +125,9 @@ class Bridge:
         self.profile_path = profile_path  # re-read on SIGHUP
         self.policy = call_policy(profile)
         self.calls: dict[int, BridgeCall] = {}
+        # Every call object still in memory, live or finished: a finished call must be freed at
+        # once (its buffers with it); /status shows the count, which stays at the live calls.
+        self.call_objects: weakref.WeakSet[BridgeCall] = weakref.WeakSet()
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         self.engine: SipEngine | None = None
@@ -253,6 +257,7 @@ class Bridge:
         call.rtp_to_ws, call.ws_to_rtp, call.ticks = self.rtp_to_ws, self.ws_to_rtp, self.ticks
         call.mark_lag = self.mark_lag
         self.calls[incoming.handle] = call
+        self.call_objects.add(call)
         task = asyncio.ensure_future(call.run())
         self.tasks[incoming.handle] = task
         task.add_done_callback(functools.partial(self._call_done, incoming.handle))

@@ -174,11 +174,11 @@ class _Stream:
         the bot sees). The bridge writes media events in one fixed layout (MediaEncoder)."""
         at = message.find('"timestamp":"')
         start = message.find('"media":')
-        if at < 0 or start < 0:
+        payload_at = message.find('"payload":"', at)
+        if at < 0 or start < 0 or payload_at < 0:
             self._on_event(now, json.loads(message))
             return
         ts = int(message[at + 13 : message.index('"', at + 13)])
-        payload_at = message.find('"payload":"', at)
         payload_ms = _b64_len(message[payload_at + 11 : -3]) / 16.0
         self._media_arrived(now, ts, payload_ms)
         self._send_text(self.echo_prefix + message[start:])
@@ -188,6 +188,8 @@ class _Stream:
         """One server text frame, written straight to the socket (unmasked, as servers send)."""
         ws = self.ws
         if ws.protocol.state is State.OPEN:
+            if ws.protocol.writes:
+                ws.send_data()  # what websockets queued itself (a pong) goes first, in order
             data = text.encode()
             ws.transport.write(_text_frame_head(len(data)) + data)
 

@@ -79,6 +79,8 @@ def test_metrics_move_with_a_real_call(tmp_path: Path) -> None:
         thread.join(60)
         summary = bridge.wait_summaries()[0]
         after = scrape(bridge)
+        time.sleep(0.3)  # the call's task ends just after its summary record
+        status_after = json.loads(get(bridge, "/status")[2])
     assert result["answered"]
     assert during("active_calls", state="answered") == 1
     assert during("caller_frames_total") > 0
@@ -88,6 +90,9 @@ def test_metrics_move_with_a_real_call(tmp_path: Path) -> None:
     assert status["calls"][0]["stream_sid"] == summary["stream_sid"]
     # The default media path: the clock thread hands frames to the C++ MediaPipe, not to Python.
     assert status["calls"][0]["media_path"] == "native"
+    assert status["calls_in_memory"] == 1
+    # The finished call is freed at once, not left for a full garbage collection.
+    assert status_after["active_calls"] == 0 and status_after["calls_in_memory"] == 0
 
     assert after("active_calls", state="answered") == 0
     assert after("invites_total") == 1
