@@ -239,17 +239,20 @@ class BridgeCall:
             connect.cancel()
             try:
                 link = await connect
+            except (asyncio.CancelledError, BotConnectError) as exc:
+                exc.__traceback__ = None  # it would hold this frame: see below
+            else:
                 await link.close(1000)
-            except (asyncio.CancelledError, BotConnectError):
-                pass
             return
-        try:
-            self.link = connect.result()
-            self.bot_connect_s = time.monotonic() - connect_started
-        except BotConnectError as exc:
-            self._bot_unreachable(exc)
+        # Read without raising: a raised error's traceback would hold this frame (and so the
+        # call) in a cycle with the task that keeps the error, freed only by a full collection.
+        error = connect.exception()
+        if isinstance(error, BotConnectError):
+            self._bot_unreachable(error)
             await self._wait_sip_end(5.0)
             return
+        self.link = connect.result()
+        self.bot_connect_s = time.monotonic() - connect_started
         self._start_stream(rate, params)
         await self._converse()
 

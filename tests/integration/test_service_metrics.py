@@ -166,7 +166,10 @@ def test_rejections_by_reason_and_readiness_at_capacity(tmp_path: Path) -> None:
         run_test_caller(bridge.uri, tmp_path, hold=0.1, silent=True)
         bridge.wait_summaries()
         metrics = scrape(bridge)
+        time.sleep(0.3)
+        in_memory = json.loads(get(bridge, "/status")[2])["calls_in_memory"]
     assert metrics("rejected_invites_total", reason="bot_unreachable") == 1
+    assert in_memory == 0  # the rejected call is freed at once, its connect error's traceback too
     assert metrics("calls_total", outcome="rejected", end_cause="bot_unreachable") == 1
     assert metrics("bot_connect_seconds_count") == 0
 

@@ -4,7 +4,9 @@ a call, and WAV recordings whose channels hold what each side sent."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+import urllib.request
 import wave
 from pathlib import Path
 
@@ -90,6 +92,10 @@ def test_stereo_recording_holds_the_caller_left_and_the_bot_right(tmp_path: Path
         stream = bot.wait_closed()
         summary = bridge.wait_summaries()[0]
         saved = bridge.wait_log("recording saved")
+        time.sleep(0.3)
+        with urllib.request.urlopen(f"http://127.0.0.1:{bridge.control_port}/status", timeout=5) as response:
+            in_memory = json.loads(response.read())["calls_in_memory"]
+    assert in_memory == 0  # the recorded call, its recorder and channel are freed at once
     path = Path(summary["recording"])
     assert path.parent == recordings and path.suffix == ".wav" and path.exists()
     assert summary["call_sid"].replace("@", "_") in path.name and summary["stream_sid"] in path.name
