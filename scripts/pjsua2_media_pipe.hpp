@@ -122,20 +122,25 @@ public:
         return (unsigned)(rxWritten_ - rxRead_);
     }
 
-    /* Caller PCM committed since the last take, oldest first, as bytes; b"" when fewer than
-     * minFrames frames wait. The slot being written next is never returned: a loop that fell
-     * more than a ring behind loses the oldest frames (counted in rxOverruns). */
-    PyObject *rxTake(unsigned minFrames)
+    /* Caller PCM committed since the last take, oldest first, as bytes, in whole multiples of
+     * `frames` frames (all of it for 1); b"" when fewer wait. What is left over stays for the
+     * next take: a loop that came a tick late takes one chunk and the next chunk is due on time
+     * (taking it all would keep the remainder a chunk behind for the rest of the call). The slot
+     * being written next is never returned: a loop that fell more than a ring behind loses the
+     * oldest frames (counted in rxOverruns). */
+    PyObject *rxTake(unsigned frames)
     {
         std::lock_guard<std::mutex> g(lock_);
+        unsigned long long whole = frames ? frames : 1;
         unsigned long long start = rxRead_, end = rxWritten_;
-        if (end - start < (unsigned long long)(minFrames ? minFrames : 1))
+        if (end - start < whole)
             return PyBytes_FromStringAndSize(NULL, 0);
         unsigned long long limit = ringFrames_ - 1;
         if (end - start > limit) {
             rxOverruns_ += end - start - limit;
             start = end - limit;
         }
+        end = start + (end - start) / whole * whole;
         PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)((end - start) * frame_));
         if (!out)
             return NULL;

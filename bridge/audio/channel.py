@@ -89,16 +89,19 @@ class MediaChannel:
         return self.rx_written - self.rx_read
 
     def rx_take(self, min_frames: int = 1) -> bytes:
-        """Caller PCM committed since the last call, oldest first (b"" when fewer than
-        `min_frames` frames wait)."""
+        """Caller PCM committed since the last call, oldest first, in whole multiples of
+        `min_frames` frames (b"" when fewer wait). The rest stays for the next take, so that a
+        late take does not leave every later chunk a remainder behind (MediaPipe.rxTake)."""
+        whole = max(1, min_frames)
         start = self.rx_read
         end = self.rx_written
-        if end - start < max(1, min_frames):
+        if end - start < whole:
             return b""
         limit = self._ring_frames - 1  # the slot being written next is never read
         if end - start > limit:
             self.rx_overrun_frames += end - start - limit
             start = end - limit
+        end = start + (end - start) // whole * whole
         n = self._ring_frames
         data = b"".join(self._rx_slots[i % n] for i in range(start, end))
         # The clock thread may have lapped us while we copied: discard what it overwrote.

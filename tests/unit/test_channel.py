@@ -29,6 +29,26 @@ def test_frames_come_out_in_order_and_once() -> None:
     assert ch.rx_take() == b""
 
 
+def test_a_late_take_takes_whole_chunks_and_leaves_the_rest_for_the_next() -> None:
+    # Chunks of 5 frames; the loop comes a tick late and finds 6. Taking all 6 would leave the
+    # chunker 1 frame over, and every later chunk would go out a frame (20 ms) late for good.
+    ch = channel(ring=16)
+    for i in range(6):
+        push(ch, i)
+    data = ch.rx_take(5)
+    assert [data[i * FRAME] for i in range(len(data) // FRAME)] == [0, 1, 2, 3, 4]
+    assert ch.rx_frames_ready == 1
+    for i in range(6, 9):
+        push(ch, i)
+    assert ch.rx_take(5) == b""  # 4 waiting: the next chunk is not whole yet
+    push(ch, 9)
+    data = ch.rx_take(5)
+    assert [data[i * FRAME] for i in range(len(data) // FRAME)] == [5, 6, 7, 8, 9]
+    for i in range(10, 13):
+        push(ch, i)
+    assert len(ch.rx_take(1)) == 3 * FRAME  # the end of the call: whatever is left
+
+
 def test_a_stalled_loop_loses_the_oldest_frames_and_counts_them() -> None:
     ch = channel(ring=8)
     for i in range(20):
