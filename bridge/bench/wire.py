@@ -176,10 +176,13 @@ class _WsStream:
         del buf[:pos]
 
 
-def read_pcap_ws_media(path: Path, port: int) -> dict[int, list[tuple[float, int]]]:
+def read_pcap_ws_media(path: Path, port: int) -> dict[tuple[int, int], list[tuple[float, int]]]:
     """(capture time, media `timestamp` in ms) of each `media` event sent to TCP `port`, per
-    sending port. A stream whose start was not captured, or with bytes missing, is left out."""
+    connection (sending port, and which connection from that port: a later call may reuse it).
+    A stream whose start was not captured, or with bytes missing, is left out."""
     streams: dict[int, _WsStream] = {}
+    done: list[tuple[tuple[int, int], _WsStream]] = []
+    opened: dict[int, int] = {}
     for t, ip in pcap_ipv4(path):
         if ip[9] != 6:
             continue
@@ -192,15 +195,20 @@ def read_pcap_ws_media(path: Path, port: int) -> dict[int, list[tuple[float, int
         total = struct.unpack(">H", ip[2:4])[0]
         payload = tcp[(tcp[12] >> 4) * 4 : total - ip_len]
         if tcp[13] & _TCP_SYN:
+            previous = streams.get(src_port)
+            if previous is not None:
+                done.append(((src_port, opened[src_port]), previous))
+            opened[src_port] = opened.get(src_port, 0) + 1
             streams[src_port] = _WsStream((seq + 1) % (1 << 32))
             continue
         stream = streams.get(src_port)
         if stream is not None and payload and not stream.broken:
             stream.add(t, seq, payload)
-    return {port: s.events for port, s in streams.items() if not s.broken and s.events}
+    done.extend(((src_port, opened[src_port]), stream) for src_port, stream in streams.items())
+    return {key: s.events for key, s in done if not s.broken and s.events}
 
 
-def media_pacing(streams: dict[int, list[tuple[float, int]]]) -> dict[str, float]:
+def media_pacing(streams: Mapping[StreamKey, list[tuple[float, int]]]) -> dict[str, float]:
     """Late media events (more than a frame behind their stream's own clock) and missing ones
     (a jump in `timestamp` of more than one chunk), toward the bot."""
     late = missing = total = 0

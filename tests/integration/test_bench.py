@@ -29,7 +29,7 @@ def test_a_short_benchmark_run_reports_every_figure(tmp_path: Path) -> None:
     assert figures["streams_stopped"] == 10
     assert figures["cpu_per_call_pct"] > 0
     assert figures["rtp_sampled_packets"] > 1000
-    assert figures["ws_sampled_events"] > 1000  # 10 calls: every bot stream is captured
+    assert figures["ws_sampled_events"] > 600  # 10 calls: every bot stream, 10 events a second
     assert figures["marks_answered"] > 0  # the load bot's echo and marks went through
     for direction in ("rtp_to_ws", "ws_to_rtp"):
         latency = figures["added_latency_ms"][direction]

@@ -76,9 +76,9 @@ def test_media_events_are_read_back_across_split_merged_and_repeated_segments(tm
 
     streams = read_pcap_ws_media(tmp_path / "ws.pcap", BOT_PORT)
 
-    assert [ts for _, ts in streams[40000]] == [i * 20 for i in range(50)]
-    assert [ts for _, ts in streams[40002]] == [i * 20 for i in range(50)]
-    assert streams[40002][1][0] == pytest.approx(100.121)  # completed by its second half
+    assert [ts for _, ts in streams[40000, 1]] == [i * 20 for i in range(50)]
+    assert [ts for _, ts in streams[40002, 1]] == [i * 20 for i in range(50)]
+    assert streams[40002, 1][1][0] == pytest.approx(100.121)  # completed by its second half
     assert media_pacing(streams) == {"events": 100, "late": 1, "missing": 0, "late_pct": 1.0}
 
 
@@ -99,8 +99,24 @@ def test_missing_events_count_and_a_stream_with_bytes_missing_is_left_out(tmp_pa
 
     streams = read_pcap_ws_media(tmp_path / "ws.pcap", BOT_PORT)
 
-    assert list(streams) == [40000]
+    assert list(streams) == [(40000, 1)]
     assert media_pacing(streams) == {"events": 48, "late": 0, "missing": 2, "late_pct": 4.167}
+
+
+def test_a_port_reused_by_a_later_connection_is_a_new_stream(tmp_path: Path) -> None:
+    packets: list[tuple[float, bytes]] = []
+    first = Stream(40000, 100.0, packets)
+    for i in range(20):
+        first.send(100.1 + i * 0.020, media_frame(i * 20, i))
+    second = Stream(40000, 200.0, packets)  # the next call's connection, from the same port
+    for i in range(20):
+        second.send(200.1 + i * 0.020, media_frame(i * 20, i))
+    write_pcap(tmp_path / "ws.pcap", packets)
+
+    streams = read_pcap_ws_media(tmp_path / "ws.pcap", BOT_PORT)
+
+    assert sorted(streams) == [(40000, 1), (40000, 2)]
+    assert media_pacing(streams) == {"events": 40, "late": 0, "missing": 0, "late_pct": 0.0}
 
 
 def test_the_sample_takes_about_the_wanted_number_of_streams() -> None:
