@@ -21,16 +21,15 @@ from itertools import pairwise
 from pathlib import Path
 from typing import TypeVar
 
-from bridge.ws.frames import apply_mask
+from bridge.ws.fastpath import MESSAGE, FrameSplitter
 
 StreamKey = TypeVar("StreamKey", bound=Hashable)
 
 __all__ = ["media_pacing", "pacing", "pcap_ipv4", "read_pcap_rtp", "read_pcap_ws_media", "sample_modulus"]
 
 LATE_MS = 20.0  # later than its stream's typical lag by more than a 20 ms frame: late
-_TIMESTAMP = re.compile(rb'"timestamp":"(\d+)"')
-_MEDIA_PREFIX = b'{"event":"media"'
-_PREFIX_BYTES = 256  # the media event's timestamp comes before its payload
+_TIMESTAMP = re.compile(r'"timestamp":"(\d+)"')
+_MEDIA_PREFIX = '{"event":"media"'
 _TCP_SYN = 0x02
 
 
@@ -105,23 +104,19 @@ def pacing(streams: Mapping[StreamKey, list[tuple[float, int]]]) -> dict[str, fl
         missing += highest + 1 - len(seen)
         late += _late(lags)
         total += len(lags)
-    return {
-        "packets": total,
-        "late": late,
-        "missing": missing,
-        "late_pct": round(100.0 * (late + missing) / total, 3) if total else 0.0,
-    }
+    return _figures("packets", total, late, missing)
 
 
 class _WsStream:
-    """One bridge-to-bot TCP stream being put back together: its HTTP upgrade, then its frames."""
+    """One bridge-to-bot TCP stream being put back together: its HTTP upgrade, then its frames
+    (cut and unmasked by the bridge's own FrameSplitter, as a server reads a client)."""
 
-    __slots__ = ("broken", "buf", "events", "next_seq", "upgraded")
+    __slots__ = ("broken", "events", "handshake", "next_seq", "splitter")
 
     def __init__(self, next_seq: int) -> None:
         self.next_seq = next_seq
-        self.buf = bytearray()
-        self.upgraded = False
+        self.handshake: bytearray | None = bytearray()  # None once the upgrade request is read
+        self.splitter = FrameSplitter(None, masked=True)
         self.broken = False
         self.events: list[tuple[float, int]] = []
 
@@ -132,48 +127,20 @@ class _WsStream:
             return
         if skip >= len(payload):
             return  # a retransmission of bytes already taken
-        self.buf += payload[skip:]
         self.next_seq = (seq + len(payload)) % (1 << 32)
-        self._parse(t)
-
-    def _parse(self, t: float) -> None:
-        buf = self.buf
-        if not self.upgraded:
-            end = buf.find(b"\r\n\r\n")
+        data = payload[skip:]
+        if self.handshake is not None:
+            self.handshake += data
+            end = self.handshake.find(b"\r\n\r\n")
             if end < 0:
                 return
-            del buf[: end + 4]
-            self.upgraded = True
-        pos = 0
-        while len(buf) - pos >= 2:
-            length = buf[pos + 1] & 0x7F
-            head = 2
-            if length == 126:
-                if len(buf) - pos < 4:
-                    break
-                length = int.from_bytes(buf[pos + 2 : pos + 4], "big")
-                head = 4
-            elif length == 127:
-                if len(buf) - pos < 10:
-                    break
-                length = int.from_bytes(buf[pos + 2 : pos + 10], "big")
-                head = 10
-            masked = buf[pos + 1] & 0x80
-            key = bytes(buf[pos + head : pos + head + 4]) if masked else b""
-            start = pos + head + len(key)
-            end = start + length
-            if end > len(buf):
-                break
-            if buf[pos] & 0x0F == 1:  # a text frame: is it a media event?
-                prefix = bytes(buf[start : min(end, start + _PREFIX_BYTES)])
-                if key:
-                    prefix = apply_mask(prefix, key)
-                if prefix.startswith(_MEDIA_PREFIX):
-                    found = _TIMESTAMP.search(prefix)
-                    if found:
-                        self.events.append((t, int(found.group(1))))
-            pos = end
-        del buf[:pos]
+            data = bytes(self.handshake[end + 4 :])
+            self.handshake = None
+        for kind, message in self.splitter.feed(data):
+            if kind == MESSAGE and isinstance(message, str) and message.startswith(_MEDIA_PREFIX):
+                found = _TIMESTAMP.search(message)
+                if found:
+                    self.events.append((t, int(found.group(1))))
 
 
 def read_pcap_ws_media(path: Path, port: int) -> dict[tuple[int, int], list[tuple[float, int]]]:
@@ -224,8 +191,12 @@ def media_pacing(streams: Mapping[StreamKey, list[tuple[float, int]]]) -> dict[s
                 missing += round((after - before) / chunk) - 1
         late += _late(lags)
         total += len(events)
+    return _figures("events", total, late, missing)
+
+
+def _figures(counted: str, total: int, late: int, missing: int) -> dict[str, float]:
     return {
-        "events": total,
+        counted: total,
         "late": late,
         "missing": missing,
         "late_pct": round(100.0 * (late + missing) / total, 3) if total else 0.0,

@@ -38,6 +38,7 @@ from bridge.audio.channel import MediaChannel
 from bridge.audio.pipe_channel import PipeChannel
 from bridge.audio.ticks import TickCounter
 from bridge.errors import SipStackError
+from bridge.latency import TICK_S
 from bridge.sip import (
     CallEnd,
     DtmfMethod,
@@ -61,7 +62,6 @@ T = TypeVar("T")
 
 _CODEC_IDS = {"PCMU": "PCMU/8000/1", "PCMA": "PCMA/8000/1", "G722": "G722/16000/1"}
 _POLL_MS = 5
-_TICK_S = 0.020  # the conference clock's period (audioFramePtime)
 # pjmedia_stream_dtmf_event_flags (not exported by the SWIG module).
 _DTMF_IS_UPDATE = 1 << 0
 _DTMF_IS_END = 1 << 1
@@ -1083,7 +1083,7 @@ def _wait_for_phase(phase_s: float) -> None:
     """Sleep until time.monotonic() is `phase_s` past a multiple of the 20 ms tick. PJSIP's clock
     runs on the same monotonic clock and schedules each tick a whole period after the last, so a
     clock started now keeps this phase."""
-    time.sleep((phase_s - time.monotonic() % _TICK_S) % _TICK_S)
+    time.sleep((phase_s - time.monotonic() % TICK_S) % TICK_S)
 
 
 def _describe_start_error(settings: EngineSettings, exc: Any) -> str:
