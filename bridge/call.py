@@ -14,6 +14,7 @@ import asyncio
 import collections
 import functools
 import logging
+import os
 import ssl
 import time
 import urllib.parse
@@ -33,6 +34,7 @@ from bridge.config import RecordingSettings
 from bridge.errors import BotConnectError
 from bridge.latency import LatencyHistogram, TickClock, playout_wait_ms
 from bridge.logs import CallLog, record
+from bridge.pipe_writer import hand_off
 from bridge.recording import CallHooks, CallRecorder, open_channel
 from bridge.sip import CallEnd, DtmfMethod, IncomingCall, MediaInfo, StreamStats
 from bridge.summary import summary_extras
@@ -145,6 +147,7 @@ class BridgeCall:
         self.bot_media_messages = 0
         self.bot_bytes_in = 0
         self.media_drops = 0
+        self._sender_drops = 0  # media_dropped of the native sender, as last counted
         self._stall_warned = False
         self.protocol_errors = 0
         self.large_messages = 0
@@ -165,6 +168,14 @@ class BridgeCall:
         self._next_probe = 0.0
         self.pumping = False
 
+    @property
+    def media_to_bot(self) -> int:
+        """Media messages sent to the bot so far (the native sender's count while it sends)."""
+        channel = self.channel
+        if isinstance(channel, PipeChannel) and channel.sending:
+            return channel.send_status().chunks
+        return self.session.chunks_sent if self.session is not None else 0
+
     # ---- events from the SIP engine (loop thread) ----------------------------------------
 
     def on_answered(self) -> None:
@@ -181,6 +192,8 @@ class BridgeCall:
         if self.session is None or self.link is None:
             return
         self.pump()  # audio before the digit goes first
+        if isinstance(self.channel, PipeChannel) and self.channel.sending:
+            self.channel.send_due()
         text = self.session.dtmf(digit, duration_ms or 100)
         if text is not None:
             self.link.send_nowait(text)
@@ -352,7 +365,12 @@ class BridgeCall:
         self.pumping = True
         self.outcome = "answered"
         self.sip.answer(self.handle, self.channel)
-        self.log.info("bot connected (%s, %d Hz); answering", redact_url(self.bot_url), rate)
+        # Caller audio straight from the pipe's sender thread when nothing between the
+        # conference and the socket needs Python (no resampling, no TLS).
+        sender = (isinstance(self.channel, PipeChannel) and self._rx_resampler is None
+                  and hand_off(self.channel, self.session, self.link, rate))
+        self.log.info("bot connected (%s, %d Hz%s); answering", redact_url(self.bot_url), rate,
+                      ", caller audio from the native sender" if sender else "")
 
     async def _converse(self) -> None:
         assert self.link is not None
@@ -532,6 +550,30 @@ class BridgeCall:
         link = self.link
         if channel is None or session is None or link is None or self._chunker is None:
             return
+        if isinstance(channel, PipeChannel) and channel.sending:
+            # The pipe's sender thread writes the caller's audio: here are its latencies and
+            # troubles. At the end, what is due goes and the rest of the audio goes from here.
+            self._check_sender(channel, link)
+            if final:
+                channel.send_due()
+                link.take_writes_back()
+        if not session.handed_off:
+            self._pump_caller_audio(channel, session, link, final, tick_at)
+        probe = self._probe
+        if probe is not None and self.ws_to_rtp is not None:
+            played_at = channel.probe_played_at(probe[0], tick_at)
+            if played_at:
+                self.ws_to_rtp.record((played_at - probe[1]) * 1000.0 - probe[2])
+                self._probe = None
+                self._next_probe = played_at + 1.0
+        if channel.marks_pending:
+            played = channel.take_played_marks()
+            if played:
+                self._answer_marks(played)
+
+    def _pump_caller_audio(self, channel: MediaChannel | PipeChannel, session: StreamSession,
+                           link: BotLink, final: bool, tick_at: float) -> None:
+        assert self._chunker is not None
         # Take caller audio once a whole chunk waits (or at the end): with 100 ms chunks this
         # skips four ticks in five, and nothing is sent earlier anyway.
         pcm = channel.rx_take(1 if final else self._chunk_frames)
@@ -550,23 +592,28 @@ class BridgeCall:
                     self.rtp_to_ws.record((time.monotonic() - chunk_at) * 1000.0)
             if link.stalled_since is not None:
                 self._check_stall(link.stalled_since)
-        probe = self._probe
-        if probe is not None and self.ws_to_rtp is not None:
-            played_at = channel.probe_played_at(probe[0], tick_at)
-            if played_at:
-                self.ws_to_rtp.record((played_at - probe[1]) * 1000.0 - probe[2])
-                self._probe = None
-                self._next_probe = played_at + 1.0
         if final:
             rest = self._chunker.flush()
             if rest:
                 text = session.media(rest)
                 if text is not None:
                     link.send_nowait(text)
-        if channel.marks_pending:
-            played = channel.take_played_marks()
-            if played:
-                self._answer_marks(played)
+
+    def _check_sender(self, channel: PipeChannel, link: BotLink) -> None:
+        """The native sender's news: latencies to record, media dropped, a broken socket."""
+        if self.rtp_to_ws is not None:
+            record = self.rtp_to_ws.record
+            for ms in channel.send_latencies():
+                record(ms)
+        status = channel.send_status()
+        if status.media_dropped > self._sender_drops:
+            self.media_drops += status.media_dropped - self._sender_drops
+            self._sender_drops = status.media_dropped
+        if status.error:
+            self.log.warning("WebSocket write failed: %s", os.strerror(status.error))
+            link.abort()
+        elif status.stalled_since:
+            self._check_stall(status.stalled_since)
 
     def _check_stall(self, since: float) -> None:
         """The bot stopped reading (its socket's backlog is full): warn once, end after stall_timeout."""

@@ -85,7 +85,7 @@ def call_counters(call: BridgeCall) -> CallCounters:
         caller_frames=channel.rx_frames if channel else 0,
         caller_frames_lost=channel.rx_overrun_frames if channel else 0,
         bot_frames_played=channel.tx_frames_audio if channel else 0,
-        media_to_bot=call.session.chunks_sent if call.session else 0,
+        media_to_bot=call.media_to_bot,
         media_to_bot_dropped=call.media_drops,
         media_from_bot=call.bot_media_messages,
         bytes_to_bot=call.link.sent_bytes if call.link else 0,

@@ -372,6 +372,10 @@ class Operations:
             # "native": the MediaPipe in C++ carries the audio; "python": the clock thread calls
             # into Python every frame (recorded calls, or SIP_WS_BRIDGE_PY_MEDIA=1).
             "media_path": ("native" if channel.native else "python") if channel is not None else "",
+            # "sender": the native pipe's sender thread writes caller audio to the bot's socket;
+            # "loop": the event loop does (Python port, TLS, resampling, SIP_WS_BRIDGE_PY_SEND=1).
+            "caller_audio_via": ("sender" if getattr(channel, "sending", False) else "loop")
+            if channel is not None else "",
         }
 
 

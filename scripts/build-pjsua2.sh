@@ -69,7 +69,7 @@ touch "$PJ/pjmedia/src/pjmedia-audiodev/bdimad_dev.c"
 step "make lib (-j$JOBS)"
 (cd "$PJ" && make dep >&2 && make -j"$JOBS" lib >&2)
 
-# 5. the bridge's native media hand-off (MediaWakeup, MediaPipe, PipeMediaPort) joins the SWIG
+# 5. the bridge's native media hand-off (MediaWakeup, MediaPipe, PipeMediaPort, MediaSender) joins the SWIG
 #    module; its loop-side methods keep the GIL (nothread): they are short, take only the pipe's
 #    own lock, and some use the Python C API.
 cp "$MEDIA_PIPE" "$PJ/pjsip/include/pjsua2/media_pipe.hpp"
@@ -77,7 +77,8 @@ SWIGI="$PJ/pjsip-apps/src/swig/pjsua2.i"
 NOTHREAD=""
 for m in take getFd close rxReady rxTake write mark clear watchMark watchProbe probeTime pullTime rxChunkTime rxWritten rxRead \
          rxOverruns written played clearedBytes droppedBytes oddBytes underruns framesAudio framesSilence \
-         bufferedBytes isPlaying pushFrame pullFrame getId getFrameBytes; do
+         bufferedBytes isPlaying pushFrame pullFrame getId getFrameBytes senderAttach senderWriteRaw \
+         senderWriteEvent senderDetach senderStatus senderLatencies senderPoll; do
   case $m in take|getFd) cls=MediaWakeup;; *) cls=MediaPipe;; esac
   NOTHREAD="$NOTHREAD%feature(\"nothread\") pj::$cls::$m;\n"
 done

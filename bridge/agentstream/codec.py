@@ -24,6 +24,7 @@ from .events import (
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_BYTES",
+    "UNNUMBERED",
     "MediaEncoder",
     "decode_bot_message",
     "encode_connected",
@@ -32,6 +33,7 @@ __all__ = [
     "encode_media",
     "encode_start",
     "encode_stop",
+    "split_at_number",
 ]
 
 DEFAULT_MAX_MESSAGE_BYTES: Final = 1 << 20
@@ -78,6 +80,25 @@ def encode_start(seq: int, info: StartInfo) -> str:
     )
 
 
+# The sequence number of a message whose writer numbers it (a real one starts at 1): its text is
+# cut around the number by split_at_number, and the writer puts the number in.
+UNNUMBERED: Final = 0
+_UNNUMBERED_FIELD: Final = '"sequence_number":"0"'
+
+
+def split_at_number(text: str) -> tuple[bytes, bytes]:
+    """An UNNUMBERED message as the UTF-8 bytes before and after its sequence number's digits.
+
+    The first match is the field itself: it is the second key of every message, and a quote
+    inside any later string value is escaped, so the pattern cannot occur in one.
+    """
+    at = text.find(_UNNUMBERED_FIELD)
+    if at < 0:
+        raise ValueError("not an unnumbered message: " + text[:60])
+    cut = at + len(_UNNUMBERED_FIELD) - 2
+    return text[:cut].encode(), text[cut + 1 :].encode()
+
+
 class MediaEncoder:
     """Encodes `media` messages for one stream with the stream id quoted once.
 
@@ -87,15 +108,17 @@ class MediaEncoder:
     to that.
     """
 
-    __slots__ = ("_infix",)
+    __slots__ = ("infix",)
 
     def __init__(self, stream_sid: str) -> None:
-        self._infix = '","stream_sid":' + json.dumps(stream_sid) + ',"media":{"chunk":"'
+        # Between the sequence number and the chunk number (the native sender builds the same
+        # message around it: scripts/pjsua2_media_pipe.hpp).
+        self.infix: Final = '","stream_sid":' + json.dumps(stream_sid) + ',"media":{"chunk":"'
 
     def __call__(self, seq: int, chunk: int, timestamp_ms: int, pcm: bytes) -> str:
         payload = b2a_base64(pcm, newline=False).decode("ascii")
         return (
-            f'{{"event":"media","sequence_number":"{seq}{self._infix}{chunk}",'
+            f'{{"event":"media","sequence_number":"{seq}{self.infix}{chunk}",'
             f'"timestamp":"{timestamp_ms}","payload":"{payload}"}}}}'
         )
 

@@ -11,6 +11,7 @@ from typing import Final, Literal
 
 from .codec import (
     DEFAULT_MAX_MESSAGE_BYTES,
+    UNNUMBERED,
     MediaEncoder,
     decode_bot_message,
     encode_connected,
@@ -59,6 +60,7 @@ class StreamSession:
 
     __slots__ = (
         "_chunk",
+        "_handed_off",
         "_media",
         "_pending_marks",
         "_rate",
@@ -107,6 +109,7 @@ class StreamSession:
         self._rate = info.sample_rate
         self._media = MediaEncoder(info.stream_sid)
         self._pending_marks: deque[str] = deque()
+        self._handed_off = False
 
         # Bounded key sets, fit for metric labels. errors: ProtocolError kinds except "too_large".
         # ignored: "connected" | "start" | "dtmf" | "stop" (bridge events echoed back), "unknown",
@@ -168,6 +171,9 @@ class StreamSession:
         if self._state != "started":
             self._raise_unless_stopped("media")
             return None
+        if self._handed_off:
+            raise SessionStateError("media() while another writer numbers the messages; "
+                                    "take_back_numbering() first")
         n = len(pcm)
         frame = 2 * self.info.channels  # bytes per sample of every channel
         if n == 0 or n % frame:
@@ -234,6 +240,38 @@ class StreamSession:
         info = self.info
         return encode_stop(self._next(), info.stream_sid, info.call_sid, info.account_sid, reason)
 
+    # -- another writer ------------------------------------------------------------------------
+
+    @property
+    def media_infix(self) -> str:
+        """The JSON of a `media` message between its sequence number and its chunk number."""
+        return self._media.infix
+
+    @property
+    def handed_off(self) -> bool:
+        return self._handed_off
+
+    def hand_off_numbering(self) -> tuple[int, int, int]:
+        """Let another writer send the media and number every message (the native sender):
+        returns (next sequence number, chunks sent, samples sent) for it to carry on from.
+        Until take_back_numbering(), messages from here carry sequence number UNNUMBERED, for
+        the writer to fill in (codec.split_at_number), and media() refuses."""
+        if self._state != "started" or self._handed_off:
+            raise SessionStateError(f"hand_off_numbering() in state {self._state}"
+                                    + (" (already handed off)" if self._handed_off else ""))
+        self._handed_off = True
+        return self._seq, self._chunk, self._samples
+
+    def take_back_numbering(self, seq: int, chunks: int, samples: int) -> None:
+        """The writer is done: carry on from its counters."""
+        if not self._handed_off:
+            raise SessionStateError("take_back_numbering() without hand_off_numbering()")
+        if seq < self._seq or chunks < self._chunk or samples < self._samples:
+            raise ValueError(f"the writer's counters went backwards: {seq, chunks, samples} < "
+                             f"{self._seq, self._chunk, self._samples}")
+        self._handed_off = False
+        self._seq, self._chunk, self._samples = seq, chunks, samples
+
     # -- inbound -----------------------------------------------------------------------------
 
     def receive(self, data: str | bytes) -> BotMedia | BotMark | BotClear | None:
@@ -280,6 +318,8 @@ class StreamSession:
     # -- internals ---------------------------------------------------------------------------
 
     def _next(self) -> int:
+        if self._handed_off:
+            return UNNUMBERED
         seq = self._seq
         self._seq = seq + 1
         return seq

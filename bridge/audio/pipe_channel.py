@@ -13,11 +13,11 @@ engine builds the pipe and hands it in.
 from __future__ import annotations
 
 from collections import deque
-from typing import Protocol
+from typing import Any, NamedTuple, Protocol
 
 from bridge.latency import TICK_S
 
-__all__ = ["MediaPipeLike", "PipeChannel"]
+__all__ = ["MediaPipeLike", "PipeChannel", "SendStatus"]
 
 
 class MediaPipeLike(Protocol):
@@ -43,6 +43,26 @@ class MediaPipeLike(Protocol):
     def framesAudio(self) -> int: ...
     def bufferedBytes(self) -> int: ...
     def isPlaying(self) -> bool: ...
+    def senderAttach(self, sender: Any, fd: int, infix: str, seq: int, chunk: int, samples: int,
+                     rate: int, backlog_limit: int) -> bool: ...
+    def senderWriteRaw(self, frame: bytes) -> bool: ...
+    def senderWriteEvent(self, head: bytes, tail: bytes) -> int: ...
+    def senderDetach(self) -> tuple[bytes, int, int, int]: ...
+    def senderStatus(self) -> tuple[int, int, int, float, int, int, int]: ...
+    def senderLatencies(self) -> list[float]: ...
+    def senderPoll(self) -> None: ...
+
+
+class SendStatus(NamedTuple):
+    """The native sender's counters for one call (MediaPipe.senderStatus)."""
+
+    messages: int  # written to the socket's queue, media and events
+    text_bytes: int  # their JSON, as BotLink.sent_bytes counts it
+    media_dropped: int  # while the bot was not reading
+    stalled_since: float  # time.monotonic() of the first drop since the last message, or 0.0
+    error: int  # errno of a failed write (the connection is broken), or 0
+    backlog_bytes: int  # queued in the pipe, not yet taken by the kernel
+    chunks: int  # media messages of the stream so far (chunk number of the last)
 
 
 class PipePlayout:
@@ -84,9 +104,11 @@ class PipeChannel:
 
     native = True
 
-    def __init__(self, pipe: MediaPipeLike, frame_bytes: int) -> None:
+    def __init__(self, pipe: MediaPipeLike, frame_bytes: int, sender: Any = None) -> None:
         self.pipe = pipe
         self.frame_bytes = frame_bytes
+        self._sender = sender  # pjsua2.MediaSender, or None: caller audio goes through the loop
+        self.sending = False
         self.playout = PipePlayout(pipe)
         self._marks: deque[tuple[int, str]] = deque()
         self._closed = False
@@ -104,6 +126,42 @@ class PipeChannel:
     def rx_chunk_time(self, tick_at: float) -> float:
         """When the clock completed the chunk just taken (time.monotonic())."""
         return self.pipe.rxChunkTime() or tick_at
+
+    # ---- caller audio straight to the bot's socket (the native sender) ---------------------
+
+    def start_sending(self, fd: int, infix: str, seq: int, chunks: int, samples: int, rate: int,
+                      backlog_limit: int) -> bool:
+        """From now on the sender thread turns whole chunks into `media` messages for the socket
+        `fd` (a duplicate of it), numbered on from the given counters, and every other frame
+        for that socket must go through send_event / send_raw. False when there is no sender."""
+        if self._sender is None or self.sending:
+            return False
+        self.sending = self.pipe.senderAttach(self._sender, fd, infix, seq, chunks, samples, rate,
+                                              backlog_limit)
+        return self.sending
+
+    def send_event(self, head: bytes, tail: bytes) -> int:
+        """Queue a message with its sequence number between head and tail; returns the number."""
+        return self.pipe.senderWriteEvent(head, tail)
+
+    def send_raw(self, frame: bytes) -> bool:
+        return self.pipe.senderWriteRaw(frame)
+
+    def send_due(self) -> None:
+        """Send the chunks that are due now, on this thread (before an event that must follow them)."""
+        self.pipe.senderPoll()
+
+    def stop_sending(self) -> tuple[bytes, int, int, int]:
+        """Take the socket back: (bytes not yet written, next sequence number, chunks, samples)."""
+        self.sending = False
+        return self.pipe.senderDetach()
+
+    def send_status(self) -> SendStatus:
+        return SendStatus(*self.pipe.senderStatus())
+
+    def send_latencies(self) -> list[float]:
+        """ms from each chunk's completing tick to its message's write, since the last call."""
+        return self.pipe.senderLatencies()
 
     # ---- bot audio ------------------------------------------------------------------------
 

@@ -173,6 +173,10 @@ _PIN_GIL = os.environ.get("SIP_WS_BRIDGE_NO_GIL_PIN", "") != "1"
 # Calls' media through the native MediaPipe (our pjsua2 build) unless turned off, e.g. to compare
 # with the Python port in a benchmark. Recorded calls and taps always use the Python port.
 NATIVE_MEDIA = hasattr(pj, "MediaPipe") and os.environ.get("SIP_WS_BRIDGE_PY_MEDIA", "") != "1"
+# Caller audio written to bots' sockets by the pipes' sender thread unless turned off (the same
+# kind of comparison: SIP_WS_BRIDGE_PY_SEND=1 sends it from the event loop).
+NATIVE_SEND = (NATIVE_MEDIA and hasattr(pj, "MediaSender")
+               and os.environ.get("SIP_WS_BRIDGE_PY_SEND", "") != "1")
 # Caller frames a pipe holds before the oldest are overwritten (1.28 s), as for MediaChannel.
 _PIPE_RING_FRAMES = 64
 _UNDERRUN_GAP_FRAMES = 10
@@ -483,6 +487,7 @@ class SipEngine:
         self._reg_retry_at: float | None = None
         self.accepting = True  # cleared while draining: new INVITEs get 503
         self._wakeup: Any = pj.MediaWakeup() if NATIVE_MEDIA else None
+        self._sender: Any = pj.MediaSender() if NATIVE_SEND else None
         self.rejected_over_capacity = 0
         self.refused_requests = 0  # REFERs and Replaces from peers
         self.gate: InboundGate | None = None  # made by start() (it may resolve host names)
@@ -526,7 +531,7 @@ class SipEngine:
             return None
         pipe = pj.MediaPipe(handle, self._wakeup, frame_bytes, _PIPE_RING_FRAMES, chunk_frames,
                             prebuffer_bytes, cap_bytes, _UNDERRUN_GAP_FRAMES)
-        return PipeChannel(pipe, frame_bytes)
+        return PipeChannel(pipe, frame_bytes, self._sender)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Hang up every call, unregister and destroy the endpoint."""

@@ -23,7 +23,7 @@ from websockets.protocol import State
 
 from bridge import __version__
 from bridge.errors import BotConnectError
-from bridge.ws.fastpath import BotConnection
+from bridge.ws.fastpath import BotConnection, SocketWriter
 from bridge.ws.frames import MaskKeys, masked_text_frame
 
 log = logging.getLogger("bridge.ws")
@@ -73,17 +73,61 @@ class BotLink:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
         self.dropped_messages = 0
-        self.sent_messages = 0
-        self.sent_bytes = 0
+        self._sent_messages = 0
+        self._sent_bytes = 0
         # Since when media has been dropped without a successful media send in between: the
         # bot stopped reading (the call ends after bot.stall_timeout). None while it reads.
         self.stalled_since: float | None = None
         self._keys = MaskKeys()
+        self._writers: list[SocketWriter] = []  # every writer the socket was handed to
+
+    @property
+    def backlog_limit(self) -> int:
+        return self._backlog_limit
+
+    @property
+    def sent_messages(self) -> int:
+        return self._sent_messages + sum(writer.sent()[0] for writer in self._writers)
+
+    @property
+    def sent_bytes(self) -> int:
+        """Text bytes of the messages written (the writers' included)."""
+        return self._sent_bytes + sum(writer.sent()[1] for writer in self._writers)
 
     @property
     def backlog_bytes(self) -> int:
         transport = self._conn.transport
         return 0 if transport is None else transport.get_write_buffer_size()
+
+    def plain_socket_fd(self) -> int | None:
+        """The socket's descriptor if another writer could take it over now: open, plain TCP
+        (TLS records are not ours to write), nothing queued in the transport. Else None."""
+        conn = self._conn
+        transport = conn.transport
+        if (transport is None or conn.protocol.state is not State.OPEN or conn.writer is not None
+                or transport.get_extra_info("sslcontext") is not None
+                or transport.get_write_buffer_size() or conn.protocol.writes):
+            return None
+        sock = transport.get_extra_info("socket")
+        return sock.fileno() if sock is not None else None
+
+    def hand_writes_to(self, writer: SocketWriter) -> None:
+        """Every frame goes through `writer` from now on (plain_socket_fd() said it may)."""
+        self._writers.append(writer)
+        self._conn.attach_writer(writer)
+
+    def take_writes_back(self) -> None:
+        """Write frames ourselves again; what the writer had not written goes first."""
+        self._conn.release_writer()
+
+    @property
+    def handed_off(self) -> bool:
+        return self._conn.writer is not None
+
+    def abort(self) -> None:
+        """Drop the connection at once (a write failed: it is broken)."""
+        if self._conn.transport is not None:
+            self._conn.transport.abort()
 
     @property
     def is_open(self) -> bool:
@@ -101,6 +145,9 @@ class BotLink:
             return False
         if droppable:
             self.stalled_since = None
+        writer = conn.writer
+        if writer is not None:
+            return writer.write_text(text)  # counted by the writer
         data = text.encode()
         # What Connection.send() does, minus its wait for the buffer to drain and with a leaner
         # frame (bridge/ws/frames.py). Frames the protocol queued itself (pongs, a close) go first
@@ -113,8 +160,8 @@ class BotLink:
             log.warning("WebSocket write failed: %s", exc)
             conn.transport.abort()
             return False
-        self.sent_messages += 1
-        self.sent_bytes += len(data)
+        self._sent_messages += 1
+        self._sent_bytes += len(data)
         return True
 
     def set_message_handler(self, handler: Callable[[str | bytes], None]) -> None:

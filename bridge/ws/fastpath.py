@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.connection import Connection
@@ -28,7 +28,7 @@ from websockets.protocol import CLIENT, State
 
 from bridge.ws.frames import apply_mask
 
-__all__ = ["BotConnection", "FastServerConnection", "FrameSplitter"]
+__all__ = ["BotConnection", "FastServerConnection", "FrameSplitter", "SocketWriter"]
 
 _OP_TEXT = 1
 _OP_BINARY = 2
@@ -141,6 +141,16 @@ class FrameSplitter:
         return rest
 
 
+class SocketWriter(Protocol):
+    """Something else writing to the connection's socket (the native sender): while it is
+    attached, every frame goes through it so that frames are never interleaved."""
+
+    def write_text(self, text: str) -> bool: ...
+    def write_frame(self, frame: bytes) -> bool: ...
+    def sent(self) -> tuple[int, int]: ...  # (messages, text bytes) it wrote
+    def release(self) -> bytes: ...  # detach; returns the bytes it had not written yet
+
+
 class _FastPath(Connection):
     """The fast path in front of a websockets connection's parser (mixed into its class)."""
 
@@ -151,6 +161,7 @@ class _FastPath(Connection):
         self._early: deque[str | bytes] = deque()  # fast messages before the call took over
         self._fast = True
         self._response = b""  # the handshake response read so far
+        self.writer: SocketWriter | None = None
 
     def set_message_handler(self, handler: Callable[[str | bytes], None]) -> None:
         """From now on, messages taken by the fast path go to `handler` (those that came before,
@@ -202,7 +213,35 @@ class _FastPath(Connection):
         if splitter.ended:
             self._fast = False
 
+    def attach_writer(self, writer: SocketWriter) -> None:
+        """From now on frames for the socket go through `writer` (see SocketWriter)."""
+        self.writer = writer
+
+    def release_writer(self) -> None:
+        """Write to the socket ourselves again; what the writer had queued goes first."""
+        writer = self.writer
+        if writer is None:
+            return
+        self.writer = None
+        rest = writer.release()
+        if rest and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(rest)
+
+    def send_data(self) -> None:
+        writer = self.writer
+        if writer is not None:
+            if self.protocol.state is State.OPEN:
+                # Pings and pongs, queued behind whatever the writer holds.
+                for data in self.protocol.data_to_send():
+                    if data:
+                        writer.write_frame(data)
+                return
+            # Closing: the close frame, and the end of the stream after it, are websockets'.
+            self.release_writer()
+        super().send_data()
+
     def connection_lost(self, exc: Exception | None) -> None:
+        self.release_writer()
         super().connection_lost(exc)
         # The handler is usually a bound method of the connection's owner, which holds the
         # connection: dropped here, the pair is freed by reference counting when the owner lets

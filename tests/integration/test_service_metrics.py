@@ -4,6 +4,7 @@ real calls happen), /status and `sip-ws-bridge status`."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import subprocess
 import sys
@@ -90,6 +91,7 @@ def test_metrics_move_with_a_real_call(tmp_path: Path) -> None:
     assert status["calls"][0]["stream_sid"] == summary["stream_sid"]
     # The default media path: the clock thread hands frames to the C++ MediaPipe, not to Python.
     assert status["calls"][0]["media_path"] == "native"
+    assert status["calls"][0]["caller_audio_via"] == "sender"
     assert status["calls_in_memory"] == 1
     # The finished call is freed at once, not left for a full garbage collection.
     assert status_after["active_calls"] == 0 and status_after["calls_in_memory"] == 0
@@ -255,8 +257,38 @@ def test_the_python_media_path_still_carries_a_call_when_forced(tmp_path: Path) 
         thread.join(60)
         summary = bridge.wait_summaries()[0]
     assert status["calls"][0]["media_path"] == "python"
+    assert status["calls"][0]["caller_audio_via"] == "loop"
     assert result["answered"]
     heard = Path(result["heard_path"]).read_bytes()[44:]
     echo = echo_match(sample_utterance(), heard, int(result["said_at_s"] * 16000))
     assert echo.matched >= 0.8, echo
     assert summary["frames_to_caller"] > 0
+
+
+@pytest.mark.parametrize("writer", ["sender", "loop"])
+def test_caller_audio_from_either_writer_is_one_ordered_stream(tmp_path: Path, writer: str) -> None:
+    """With 20 ms chunks, caller audio goes to the bot from the native sender thread (or, with
+    SIP_WS_BRIDGE_PY_SEND=1, from the loop). Either way the bot sees one sequence over media,
+    DTMF and the stop, consecutive chunks with timestamps of 20 ms steps, and the bytes counted."""
+    env = {"SIP_WS_BRIDGE_PY_SEND": "1"} if writer == "loop" else {}
+    with TestBot() as bot, BridgeProcess(tmp_path, bot.url, {"bot": {"chunk_ms": 20}}, env=env) as bridge:
+        thread, _ = in_thread(lambda: run_test_caller(bridge.uri, tmp_path, digits="12#", hold=1.5))
+        bot.wait_stream()
+        time.sleep(0.5)
+        status = json.loads(get(bridge, "/status")[2])
+        thread.join(60)
+        stream = bot.wait_closed()
+        summary = bridge.wait_summaries()[0]
+    assert status["calls"][0]["caller_audio_via"] == writer
+    names = stream.names
+    assert names[:2] == ["connected", "start"] and names[-1] == "stop"
+    seqs = [int(e.msg["sequence_number"]) for e in stream.events[1:]]
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert stream.dtmf() == "12#"
+    media = stream.of("media")
+    assert len(media) >= 100  # over 2 s of audio in 20 ms chunks
+    assert [int(m["media"]["chunk"]) for m in media] == list(range(1, len(media) + 1))
+    assert [int(m["media"]["timestamp"]) for m in media] == [20 * (i + 1) for i in range(len(media))]
+    assert all(len(base64.b64decode(m["media"]["payload"])) == 320 for m in media)
+    assert summary["bytes_to_bot"] == sum(len(text.encode()) for text in stream.raw)
+    assert summary["media_drops"] == 0

@@ -481,3 +481,98 @@ def test_a_closed_connection_lets_its_owner_go_without_the_cycle_collector() -> 
         run(main)
     finally:
         gc.enable()
+
+
+# -- the native sender as the socket's writer --------------------------------------------------
+
+
+def _piped_session() -> tuple[Any, Any, Any, str]:
+    """A started session, and a native pipe with a sender (what a call has when it hands off)."""
+    import pjsua2 as pj
+
+    from bridge.agentstream.events import StartInfo
+    from bridge.agentstream.session import StreamSession
+    from bridge.audio.pipe_channel import PipeChannel
+
+    sender = pj.MediaSender()
+    pipe = pj.MediaPipe(1, pj.MediaWakeup(), 320, 64, 1, 0, 32000, 10)
+    session = StreamSession(StartInfo("sid", "call", "acct", "a", "b", {}, 8000), chunk_ms=20)
+    session.connected()
+    start = session.start()
+    return sender, PipeChannel(pipe, 320, sender), session, start
+
+
+def test_handed_off_socket_carries_media_events_pings_and_the_close() -> None:
+    """While the pipe writes, the bot sees the pipe's media and the call's events as one numbered
+    stream, the client's keepalive pings still get their pongs, and the close handshake after the
+    hand-back is websockets' as usual (code 1000), with everything queued before it delivered."""
+    from bridge.pipe_writer import hand_off
+
+    got: list[dict[str, Any]] = []
+
+    async def script(ws: ServerConnection) -> None:
+        import json
+
+        async for message in ws:
+            got.append(json.loads(message))
+
+    async def main() -> None:
+        sender, channel, session, start = _piped_session()
+        async with bot_server(script) as bot:
+            link = await open_bot_link(bot.url, retries=0, timeout=5, ping_interval=0.1, ping_timeout=1)
+            link.set_message_handler(lambda message: None)
+            assert link.send_nowait(start)
+            assert hand_off(channel, session, link, 8000)
+            assert link.handed_off and session.handed_off
+            for i in range(60):
+                channel.pipe.pushFrame(bytes([i]) * 320)  # the clock's code; the sender sends
+                if i == 30:
+                    assert link.send_nowait(session.dtmf("5", 100) or "")
+                await asyncio.sleep(0.01)
+            await until(lambda: len(got) >= 62)
+            assert link._conn.latency > 0  # pings went out through the pipe, whole, and were answered
+            link.take_writes_back()
+            assert not link.handed_off and not session.handed_off
+            assert link.send_nowait(session.stop("callended") or "")
+            await link.close(1000)
+            assert link.close_code == 1000
+        del sender
+        numbers = [int(m["sequence_number"]) for m in got]
+        assert numbers == list(range(1, 64))
+        assert [m["event"] for m in got].count("media") == 60
+        assert got[-1]["event"] == "stop"
+        assert link.sent_messages == 63 and link.sent_bytes > 60 * 400
+
+    run(main)
+
+
+def test_the_pipe_lets_go_of_a_socket_the_bot_closes() -> None:
+    """The bot closes while the pipe writes: websockets answers the close (the pipe hands the
+    socket back first) and the session carries on from the pipe's counters."""
+    from bridge.pipe_writer import hand_off
+
+    async def script(ws: ServerConnection) -> None:
+        for _ in range(5):
+            await ws.recv()
+        await ws.close(4000, "done")
+
+    async def main() -> None:
+        sender, channel, session, _ = _piped_session()
+        async with bot_server(script) as bot:
+            link = await open_bot_link(bot.url, retries=0, timeout=5)
+            link.set_message_handler(lambda message: None)
+            assert hand_off(channel, session, link, 8000)
+            for i in range(40):
+                channel.pipe.pushFrame(bytes([i]) * 320)
+                await asyncio.sleep(0.005)
+                if not link.is_open:
+                    break
+            await until(lambda: not link.handed_off)
+            assert not channel.sending and not session.handed_off
+            assert session.next_seq >= 7  # 2 for the first media, on from the pipe's count
+            async for _ in link.messages():
+                pass
+            assert link.close_code == 4000
+        del sender
+
+    run(main)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from bridge.agentstream.codec import decode_bot_message
+from bridge.agentstream.codec import decode_bot_message, split_at_number
 from bridge.agentstream.events import (
     BotClear,
     BotIgnored,
@@ -584,3 +584,53 @@ def test_start_info_is_kept() -> None:
     assert session.chunk_ms == 20
     assert session.two_way is True
     assert session.chunk_bytes == 640
+
+
+# -- another writer numbers the messages (the native sender) -------------------------------------
+
+
+def test_hand_off_numbering_and_take_back() -> None:
+    session = started()
+    session.media(bytes(1600))
+    assert session.hand_off_numbering() == (3, 1, 800)
+    assert session.handed_off
+    with pytest.raises(SessionStateError):
+        session.media(bytes(1600))
+    with pytest.raises(SessionStateError):
+        session.hand_off_numbering()
+    session.receive(bot_mark("a"))
+    for text in (session.dtmf("5", 100), session.mark("a")):
+        head, tail = split_at_number(text or "")
+        assert (head + b"41" + tail).decode() == (text or "").replace('"sequence_number":"0"',
+                                                                      '"sequence_number":"41"')
+    # The writer sent media 2..9 and the two events: the session carries on from its counters.
+    session.take_back_numbering(12, 9, 7200)
+    assert not session.handed_off
+    msg = parsed(session.media(bytes(1600)))
+    assert (msg["sequence_number"], msg["media"]["chunk"], msg["media"]["timestamp"]) == ("12", "10", "1000")
+    assert parsed(session.stop("callended"))["sequence_number"] == "13"
+
+
+def test_take_back_refuses_counters_that_went_backwards() -> None:
+    session = started()
+    with pytest.raises(SessionStateError):
+        session.take_back_numbering(2, 0, 0)
+    session.hand_off_numbering()
+    with pytest.raises(ValueError):
+        session.take_back_numbering(1, 0, 0)
+
+
+def test_hand_off_needs_a_started_stream() -> None:
+    session = StreamSession(start_info())
+    with pytest.raises(SessionStateError):
+        session.hand_off_numbering()
+
+
+def test_an_unnumbered_stop_is_split_at_its_number_not_inside_a_value() -> None:
+    session = started()
+    session.hand_off_numbering()
+    text = session.stop("stopped") or ""
+    head, tail = split_at_number(text)
+    assert head.endswith(b'"sequence_number":"') and tail.startswith(b'","stream_sid"')
+    with pytest.raises(ValueError):
+        split_at_number('{"event":"media","sequence_number":"7"}')
