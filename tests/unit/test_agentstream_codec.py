@@ -16,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bridge.agentstream.codec import (
+    UNNUMBERED,
     MediaEncoder,
     decode_bot_message,
     encode_connected,
@@ -24,6 +25,7 @@ from bridge.agentstream.codec import (
     encode_media,
     encode_start,
     encode_stop,
+    split_at_number,
 )
 from bridge.agentstream.events import (
     BotClear,
@@ -522,3 +524,25 @@ def test_decoded_events_are_frozen() -> None:
     with pytest.raises(AttributeError):
         media.payload = b""  # type: ignore[misc]
     assert not hasattr(media, "__dict__")
+
+
+@given(name=st.text(), sid=st.text(min_size=1), seq=st.integers(min_value=1, max_value=2**40))
+def test_an_unnumbered_message_takes_its_number_where_the_encoder_puts_it(
+    name: str, sid: str, seq: int,
+) -> None:
+    """The native sender numbers the call's events by cutting them at split_at_number: whatever
+    a bot put in a mark's name (quotes, the field's own text), head + number + tail is exactly
+    what the encoder makes with that number."""
+    for unnumbered, numbered in (
+        (encode_mark(UNNUMBERED, sid, name), encode_mark(seq, sid, name)),
+        (encode_dtmf(UNNUMBERED, sid, "5", 100), encode_dtmf(seq, sid, "5", 100)),
+        (encode_stop(UNNUMBERED, sid, name, name, "stopped"), encode_stop(seq, sid, name, name, "stopped")),
+    ):
+        head, tail = split_at_number(unnumbered)
+        assert head + str(seq).encode() + tail == numbered.encode()
+
+
+def test_a_mark_named_like_the_field_is_still_cut_at_the_field() -> None:
+    text = encode_mark(UNNUMBERED, "s", '"sequence_number":"0"')
+    head, tail = split_at_number(text)
+    assert (head + b"9" + tail).decode() == encode_mark(9, "s", '"sequence_number":"0"')
