@@ -163,6 +163,8 @@ class BridgeCall:
         self.ws_to_rtp: LatencyHistogram | None = None
         self.ticks: TickClock | None = None
         self.mark_lag: LatencyHistogram | None = None
+        self.clear_lag: LatencyHistogram | None = None  # clear -> the first tick without its audio
+        self._clear_at = 0.0
         self._mark_due: collections.deque[float] = collections.deque()  # when each pending mark's audio ends
         self._probe: tuple[int, float, float] | None = None  # playout position, arrival, allowance ms
         self._next_probe = 0.0
@@ -474,6 +476,10 @@ class BridgeCall:
         elif isinstance(event, BotClear):
             self._probe = None  # its audio was dropped
             pending = channel.clear()
+            if self.clear_lag is not None and isinstance(channel, PipeChannel):
+                # From here to the tick that no longer plays the dropped audio.
+                self._clear_at = time.monotonic()
+                channel.watch_next_read()
             if self._tx_resampler is not None:
                 # Its tail belongs to the audio just dropped.
                 self._tx_resampler = StreamResampler(self.socket_rate, self.policy.clock_rate)
@@ -566,6 +572,11 @@ class BridgeCall:
                 self.ws_to_rtp.record((played_at - probe[1]) * 1000.0 - probe[2])
                 self._probe = None
                 self._next_probe = played_at + 1.0
+        if self._clear_at and isinstance(channel, PipeChannel):
+            silent_at = channel.next_read_at()
+            if silent_at and self.clear_lag is not None:
+                self.clear_lag.record((silent_at - self._clear_at) * 1000.0)
+                self._clear_at = 0.0
         if channel.marks_pending:
             played = channel.take_played_marks()
             if played:

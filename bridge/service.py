@@ -139,6 +139,7 @@ class Bridge:
         self.rtp_to_ws = LatencyHistogram()
         self.ws_to_rtp = LatencyHistogram()
         self.mark_lag = LatencyHistogram()
+        self.clear_lag = LatencyHistogram()
         self._stopping = asyncio.Event()
         self.started = asyncio.Event()
         self.ops = Operations(self, call_policy)  # systemd, control listener, metrics, recordings
@@ -186,7 +187,8 @@ class Bridge:
                      self.counters["calls_total"], self.rtp_to_ws.percentile(0.99),
                      self.ws_to_rtp.percentile(0.99),
                      extra={"event": "latency", "rtp_to_ws": self.rtp_to_ws.summary(),
-                            "ws_to_rtp": self.ws_to_rtp.summary(), "mark_lag": self.mark_lag.summary()})
+                            "ws_to_rtp": self.ws_to_rtp.summary(), "mark_lag": self.mark_lag.summary(),
+                            "clear_to_silence": self.clear_lag.summary()})
 
     def stop(self) -> None:
         if not self._stopping.is_set():
@@ -256,6 +258,7 @@ class Bridge:
         self.ops.call_started(call)
         call.rtp_to_ws, call.ws_to_rtp, call.ticks = self.rtp_to_ws, self.ws_to_rtp, self.ticks
         call.mark_lag = self.mark_lag
+        call.clear_lag = self.clear_lag
         self.calls[incoming.handle] = call
         self.call_objects.add(call)
         task = asyncio.ensure_future(call.run())

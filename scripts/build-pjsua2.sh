@@ -78,7 +78,7 @@ NOTHREAD=""
 for m in take getFd close rxReady rxTake write mark clear watchMark watchProbe probeTime pullTime rxChunkTime rxWritten rxRead \
          rxOverruns written played clearedBytes droppedBytes oddBytes underruns framesAudio framesSilence \
          bufferedBytes isPlaying pushFrame pullFrame getId getFrameBytes senderAttach senderWriteRaw \
-         senderWriteEvent senderDetach senderStatus senderLatencies senderPoll; do
+         senderWriteEvent senderDetach senderStatus senderLatencies senderPoll watchNextRead nextReadTime; do
   case $m in take|getFd) cls=MediaWakeup;; *) cls=MediaPipe;; esac
   NOTHREAD="$NOTHREAD%feature(\"nothread\") pj::$cls::$m;\n"
 done

@@ -316,6 +316,17 @@ public:
         probeAt_ = 0.0;
     }
 
+    /* Post work and stamp the time (nextReadTime()) of the clock's next read of bot audio: after
+     * a clear, the tick from which the dropped audio no longer plays. */
+    void watchNextRead()
+    {
+        std::lock_guard<std::mutex> g(lock_);
+        readWatch_ = true;
+        readWatchAt_ = 0.0;
+    }
+    /* time.monotonic() of the read watchNextRead() asked for (0.0: not yet). */
+    double nextReadTime() { std::lock_guard<std::mutex> g(lock_); return readWatchAt_; }
+
     /* time.monotonic() of the tick that played past the probe position (0.0: not yet). */
     double probeTime() { std::lock_guard<std::mutex> g(lock_); return probeAt_; }
     /* time.monotonic() of the clock's last read of bot audio for this call (0.0: none yet): the
@@ -576,6 +587,11 @@ public:
             std::lock_guard<std::mutex> g(lock_);
             pullAt_ = bridge_monotonic();
             audio = readFrame(out);
+            if (readWatch_) {
+                readWatch_ = false;
+                readWatchAt_ = pullAt_;
+                post = true;
+            }
             if (markPos_ >= 0 && (long long)played_ >= markPos_) {
                 markPos_ = -1;
                 post = true;
@@ -896,6 +912,8 @@ private:
     long long markPos_ = -1, probePos_ = -1;
     double probeAt_ = 0.0;
     double pullAt_ = 0.0;
+    bool readWatch_ = false;
+    double readWatchAt_ = 0.0;
     /* caller audio to the bot's socket: lock_ guards senderOn_ and pcm_; sender_ is set once */
     static const unsigned kLatSlots = 256, kLatPost = 32;
     std::shared_ptr<MediaSenderCore> sender_;

@@ -55,6 +55,7 @@ class Run:
     hold: float
     workers: int
     spread_ticks: bool = True
+    clear_every_s: float = 15.0  # the load bot's clears, per stream
     samples: list[ProcSample] = field(default_factory=list)
 
 
@@ -231,6 +232,8 @@ def run_bench(run: Run, log: Any = print) -> dict[str, Any]:
             f"127.0.0.1:{bot_port}",
             "--out",
             str(bot_out),
+            "--clear-every",
+            f"{run.clear_every_s:g}",
         ],
         stdout=bot_log,
         stderr=subprocess.STDOUT,
@@ -425,7 +428,7 @@ def run_bench(run: Run, log: Any = print) -> dict[str, Any]:
     latencies = [r for r in records if r.get("event") == "latency"]
     latency: dict[str, dict[str, float]] = {
         direction: max((r.get(direction, {}) for r in latencies), key=lambda d: d.get("p99", 0), default={})
-        for direction in ("rtp_to_ws", "ws_to_rtp", "mark_lag")
+        for direction in ("rtp_to_ws", "ws_to_rtp", "mark_lag", "clear_to_silence")
     }
     rtt = rtt_percentiles(next(iter(work.glob("*_rtt.csv")), work / "none"))
     wire = pacing(read_pcap_rtp(pcap)) if capture is not None and pcap.exists() else {}
@@ -486,6 +489,7 @@ def run_bench(run: Run, log: Any = print) -> dict[str, Any]:
             "ws_to_rtp": latency.get("ws_to_rtp", {}),
         },
         "mark_lag_ms": latency.get("mark_lag", {}),
+        "clear_to_silence_ms": latency.get("clear_to_silence", {}),
         "marks_answered": bot_figures.get("marks_answered", 0),
         "dtmf_received": bot_figures.get("dtmf", 0),
         "streams_stopped": bot_figures.get("stops", 0),
@@ -537,6 +541,11 @@ def print_table(r: dict[str, Any]) -> None:
             f"{r['mark_lag_ms'].get('p50', '-')} / {r['mark_lag_ms'].get('p99', '-')} ms "
             f"({r['marks_answered']} marks)",
         ),
+        (
+            "clear -> silence p50 / p99",
+            f"{r['clear_to_silence_ms'].get('p50', '-')} / {r['clear_to_silence_ms'].get('p99', '-')} ms "
+            f"({int(r['clear_to_silence_ms'].get('count', 0))} clears)",
+        ),
         ("DTMF received by the bot", str(r["dtmf_received"])),
         (
             "load generators' CPU (bot, sipp, front)",
@@ -568,6 +577,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--same-tick", action="store_true",
                         help="leave each worker's media clock phase to chance (default: spread "
                              "them over the 20 ms with media.tick_phase_ms)")
+    parser.add_argument("--clear-every", type=float, default=15.0,
+                        help="seconds between the load bot's clears on each stream (default 15)")
     parser.add_argument("--json", help="write the figures to this file")
     parser.add_argument("--keep", help="keep the run's files (logs, captures) in this directory")
     args = parser.parse_args(argv)
@@ -576,7 +587,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="sip-ws-bridge-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     run = Run(workdir, args.calls, args.duration, args.chunk_ms, rate, hold, args.workers,
-              spread_ticks=not args.same_tick)
+              spread_ticks=not args.same_tick, clear_every_s=args.clear_every)
     result: dict[str, Any] | None = None
     try:
         result = run_bench(run)

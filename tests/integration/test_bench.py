@@ -17,7 +17,7 @@ pytestmark = pytest.mark.timeout(180)
 def test_a_short_benchmark_run_reports_every_figure(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     result = subprocess.run([sys.executable, "-m", "bridge", "bench", "--calls", "10", "--duration", "8",
-                             "--rate", "5", "--json", str(out)],
+                             "--rate", "5", "--clear-every", "3", "--json", str(out)],
                             capture_output=True, text=True, cwd=REPO, timeout=150, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     figures = json.loads(out.read_text())
@@ -35,4 +35,7 @@ def test_a_short_benchmark_run_reports_every_figure(tmp_path: Path) -> None:
         latency = figures["added_latency_ms"][direction]
         assert latency["count"] > 0 and 0 <= latency["p50"] <= latency["p99"]
     assert figures["invite_to_200_ms"]["count"] == 10
+    # Every stream cleared at 3 and 6 s: each clear timed to the first tick without its audio.
+    clears = figures["clear_to_silence_ms"]
+    assert clears["count"] >= 10 and 0 <= clears["p50"] <= 21 and clears["p50"] <= clears["p99"]
     assert "added latency rtp->ws" in result.stdout  # the table

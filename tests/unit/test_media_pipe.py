@@ -365,6 +365,23 @@ def test_clear_forgets_the_probe() -> None:
     assert not readable(wakeup)
 
 
+def test_watch_next_read_stamps_the_first_tick_after_a_clear_and_posts_once() -> None:
+    wakeup = pj.MediaWakeup()
+    pipe = make_pipe(wakeup)
+    pipe.write(frame(1, 5 * FRAME))
+    assert pipe.pullFrame() == frame(1)
+    pipe.clear()
+    before = time.monotonic()
+    pipe.watchNextRead()
+    assert pipe.nextReadTime() == 0.0 and not readable(wakeup)
+    assert pipe.pullFrame() is None  # that tick plays silence: the cleared audio is gone
+    stamped = pipe.nextReadTime()
+    assert before <= stamped <= time.monotonic()
+    assert take(wakeup) == [1]
+    assert pipe.pullFrame() is None
+    assert pipe.nextReadTime() == stamped and not readable(wakeup)  # once per watch
+
+
 def test_close_stops_everything() -> None:
     wakeup = pj.MediaWakeup()
     pipe = make_pipe(wakeup, chunk=1)
