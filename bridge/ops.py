@@ -39,9 +39,10 @@ __all__ = ["Operations"]
 
 STATUS_EVERY_S = 30.0  # STATUS= is re-sent at least this often (and on every change)
 _STATUS_COALESCE_S = 0.2
-# File descriptors per call (RTP + RTCP sockets, the bot's socket, a SIP TCP connection) and
-# for the rest of the process; the unit sets LimitNOFILE=16384.
-FDS_PER_CALL = 4
+# File descriptors per call (RTP + RTCP sockets, the bot's socket and the native sender's
+# duplicate of it, a SIP TCP connection) and for the rest of the process; the unit sets
+# LimitNOFILE=16384.
+FDS_PER_CALL = 5
 FDS_BASE = 256
 
 
