@@ -621,8 +621,8 @@ class BridgeCall:
             self.media_drops += status.media_dropped - self._sender_drops
             self._sender_drops = status.media_dropped
         if status.error:
-            self.log.warning("WebSocket write failed: %s", os.strerror(status.error))
-            link.abort()
+            if link.abort():  # the first time: the socket is closing from here on
+                self.log.warning("WebSocket write failed: %s", os.strerror(status.error))
         elif status.stalled_since:
             self._check_stall(status.stalled_since)
 

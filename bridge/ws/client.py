@@ -124,10 +124,14 @@ class BotLink:
     def handed_off(self) -> bool:
         return self._conn.writer is not None
 
-    def abort(self) -> None:
-        """Drop the connection at once (a write failed: it is broken)."""
-        if self._conn.transport is not None:
-            self._conn.transport.abort()
+    def abort(self) -> bool:
+        """Drop the connection at once (a write failed: it is broken); False if it was already
+        closing."""
+        transport = self._conn.transport
+        if transport is None or transport.is_closing():
+            return False
+        transport.abort()
+        return True
 
     @property
     def is_open(self) -> bool:
