@@ -106,7 +106,7 @@ def socket_rate_and_params(url: str) -> tuple[int, dict[str, str], str | None]:
     params: dict[str, str] = {}
     for key, value in query:
         if key in ("sample-rate", "sample_rate"):
-            if value.isdigit() and int(value) in SOCKET_RATES:
+            if value.isascii() and value.isdigit() and int(value) in SOCKET_RATES:
                 rate = int(value)
             else:
                 warning = f"unsupported sample rate {value!r} in the bot URL; using 8000"
@@ -612,9 +612,10 @@ class BridgeCall:
 
     def _check_sender(self, channel: PipeChannel, link: BotLink) -> None:
         """The native sender's news: latencies to record, media dropped, a broken socket."""
+        latencies = channel.send_latencies()  # taken even unrecorded: the pipe wakes the loop until they are
         if self.rtp_to_ws is not None:
             record = self.rtp_to_ws.record
-            for ms in channel.send_latencies():
+            for ms in latencies:
                 record(ms)
         status = channel.send_status()
         if status.media_dropped > self._sender_drops:

@@ -31,7 +31,7 @@ def watchdog_interval(env: Mapping[str, str] | None = None, pid: int | None = No
     """
     env = os.environ if env is None else env
     usec_text = env.get("WATCHDOG_USEC", "")
-    if not usec_text.isdigit() or int(usec_text) <= 0:
+    if not (usec_text.isascii() and usec_text.isdigit()) or int(usec_text) <= 0:
         return None
     owner = env.get("WATCHDOG_PID", "")
     if owner and owner != str(os.getpid() if pid is None else pid):

@@ -58,7 +58,7 @@ def split_source(source: str) -> tuple[str, int]:
         host, _, port = text.partition(":")
     else:
         host, port = text, ""
-    return host, int(port) if port.isdigit() else 0
+    return host, int(port) if port.isascii() and port.isdigit() else 0
 
 
 def parse_address(host: str) -> IpAddress | None:

@@ -487,7 +487,7 @@ class SipEngine:
         self._reg_retry_at: float | None = None
         self.accepting = True  # cleared while draining: new INVITEs get 503
         self._wakeup: Any = pj.MediaWakeup() if NATIVE_MEDIA else None
-        self._sender: Any = pj.MediaSender() if NATIVE_SEND else None
+        self._sender: Any = None  # pj.MediaSender, made with the first pipe (a caller never needs it)
         self.rejected_over_capacity = 0
         self.refused_requests = 0  # REFERs and Replaces from peers
         self.gate: InboundGate | None = None  # made by start() (it may resolve host names)
@@ -531,6 +531,8 @@ class SipEngine:
             return None
         pipe = pj.MediaPipe(handle, self._wakeup, frame_bytes, _PIPE_RING_FRAMES, chunk_frames,
                             prebuffer_bytes, cap_bytes, _UNDERRUN_GAP_FRAMES)
+        if self._sender is None and NATIVE_SEND:
+            self._sender = pj.MediaSender()
         return PipeChannel(pipe, frame_bytes, self._sender)
 
     def stop(self, timeout: float = 10.0) -> None:

@@ -223,7 +223,8 @@ def parse_sdp_streams(sdp: str) -> list[SdpStream]:
             close()
             fields = line[2:].split()
             port = fields[1].split("/", 1)[0] if len(fields) > 1 else "0"
-            current = {"media": fields[0].lower() if fields else "", "port": port if port.isdigit() else "0"}
+            digits = port.isascii() and port.isdigit()
+            current = {"media": fields[0].lower() if fields else "", "port": port if digits else "0"}
         elif line.startswith("a="):
             attr, _, value = line[2:].partition(":")
             attr = attr.strip().lower()

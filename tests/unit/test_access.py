@@ -34,6 +34,8 @@ def no_dns(name: str) -> list[str]:
         ("10.0.0.1", ("10.0.0.1", 0)),
         ("::1", ("::1", 0)),
         ("", ("", 0)),
+        (":\u00b2", ("", 0)),  # a digit to str.isdigit(), not to int() (found by test_fuzz)
+        ("1.2.3.4:\u0665\u0660", ("1.2.3.4", 0)),  # Arabic-Indic digits: not a SIP port
     ],
 )
 def test_split_source(source: str, expected: tuple[str, int]) -> None:
