@@ -223,23 +223,12 @@ public:
     PyObject *rxTake(unsigned frames)
     {
         std::lock_guard<std::mutex> g(lock_);
-        unsigned long long whole = frames ? frames : 1;
-        unsigned long long start = rxRead_, end = rxWritten_;
-        if (end - start < whole)
-            return PyBytes_FromStringAndSize(NULL, 0);
-        unsigned long long limit = ringFrames_ - 1;
-        if (end - start > limit) {
-            rxOverruns_ += end - start - limit;
-            start = end - limit;
-        }
-        end = start + (end - start) / whole * whole;
+        unsigned long long start, end;
+        wholeRangeLocked(frames ? frames : 1, start, end);
         PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)((end - start) * frame_));
         if (!out)
             return NULL;
-        char *dst = PyBytes_AS_STRING(out);
-        for (unsigned long long i = start; i < end; ++i, dst += frame_)
-            memcpy(dst, &rx_[(size_t)(i % ringFrames_) * frame_], frame_);
-        rxRead_ = end;
+        takeRangeLocked(start, end, PyBytes_AS_STRING(out));
         return out;
     }
 
@@ -622,18 +611,8 @@ public:
             std::lock_guard<std::mutex> g(lock_);
             if (!senderOn_)
                 return;
-            start = rxRead_;
-            end = rxWritten_;
-            unsigned long long limit = ringFrames_ - 1;
-            if (end - start > limit) {
-                rxOverruns_ += end - start - limit;
-                start = end - limit;
-            }
-            end = start + (end - start) / chunkFrames_ * chunkFrames_;
-            char *dst = pcm_.data();
-            for (unsigned long long i = start; i < end; ++i, dst += frame_)
-                memcpy(dst, &rx_[(size_t)(i % ringFrames_) * frame_], frame_);
-            rxRead_ = end;
+            wholeRangeLocked(chunkFrames_, start, end);
+            takeRangeLocked(start, end, pcm_.data());
             chunkAt = rxChunkAt_;
         }
         bool post = false;
@@ -682,6 +661,29 @@ private:
     {
         if (wakeup_ && !closed_.load(std::memory_order_relaxed) && !queued.exchange(true))
             wakeup_->post(this);
+    }
+
+    /* lock_ held: the caller frames waiting, oldest first, cut to whole multiples of `whole`,
+     * as [start, end). The slot being written next is never included: a reader that fell more
+     * than a ring behind skips the oldest frames (counted in rxOverruns). */
+    void wholeRangeLocked(unsigned long long whole, unsigned long long &start, unsigned long long &end)
+    {
+        start = rxRead_;
+        end = rxWritten_;
+        unsigned long long limit = ringFrames_ - 1;
+        if (end - start > limit) {
+            rxOverruns_ += end - start - limit;
+            start = end - limit;
+        }
+        end = start + (end - start) / whole * whole;
+    }
+
+    /* lock_ held: copy frames [start, end) out of the ring to dst and mark them read. */
+    void takeRangeLocked(unsigned long long start, unsigned long long end, char *dst)
+    {
+        for (unsigned long long i = start; i < end; ++i, dst += frame_)
+            memcpy(dst, &rx_[(size_t)(i % ringFrames_) * frame_], frame_);
+        rxRead_ = end;
     }
 
     /* sender_ is set before senderOn_ and never reset, so it is safe to use unlocked here. */
