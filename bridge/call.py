@@ -72,8 +72,9 @@ class CallPolicy:
     bot_url: str
     bot_headers: Mapping[str, str] = field(default_factory=dict)
     connect_timeout: float = 10.0
+    stop_grace_s: float = 0.25
     connect_retries: int = 1
-    chunk_ms: int = 100
+    chunk_ms: int = 20
     prebuffer_ms: int = 60
     buffer_seconds: float = 30.0
     max_message_bytes: int = 1 << 20
@@ -151,6 +152,10 @@ class BridgeCall:
         self._stall_warned = False
         self.protocol_errors = 0
         self.large_messages = 0
+        # Bot messages the contract says to log and ignore (events out of place, a streamSid
+        # that is not this stream's): counted; logged once per call and kind.
+        self.bot_ignored: dict[str, int] = {}
+        self.stream_sid_mismatches = 0
         self._closing: asyncio.Future[None] | None = None  # our 1009 close of the bot's socket
         self._chunker: Chunker | None = None
         self._chunk_frames = 1
@@ -201,6 +206,8 @@ class BridgeCall:
             self.link.send_nowait(text)
 
     def on_sip_end(self, end: CallEnd, stats: StreamStats) -> None:
+        if end.code == 408 and end.reason == "no ACK":
+            self.end_reason = self.end_reason or "the caller never confirmed the answer (no ACK)"
         self.sip_end = end
         self.sip_stats = stats
         self._sip_ended.set()
@@ -390,6 +397,10 @@ class BridgeCall:
             self.sip.hangup(self.handle)
         else:
             self._bot_closed()
+        if self.link.is_open and not receiver.done() and self.policy.stop_grace_s > 0:
+            # The bot may still be sending (an echo of the last audio) or close first itself;
+            # what it sends now is read and ignored rather than hitting a closed socket.
+            await asyncio.wait({receiver}, timeout=self.policy.stop_grace_s)
         # Wait for the socket to close (the bot answers our close) and for the SIP leg to end.
         if self.link.is_open:
             await self.link.close(1000)
@@ -452,8 +463,11 @@ class BridgeCall:
             self.log.warning("bot message over the hard limit (%s); closing with 1009", exc.kind)
             self._closing = asyncio.ensure_future(link.close(1009, "message too big"))
             return
+        if session.stream_sid_mismatch != self.stream_sid_mismatches:
+            self._note_stream_sid(session)
         if event is None:
             self._note_rejects(session)
+            self._note_ignored(session)
         elif isinstance(event, BotMedia):
             if session.large_messages > self.large_messages:
                 self.large_messages = session.large_messages
@@ -485,6 +499,25 @@ class BridgeCall:
                 self._tx_resampler = StreamResampler(self.socket_rate, self.policy.clock_rate)
             self.log.info("clear: dropped queued audio, %d mark(s) pending", len(pending))
             self._answer_marks(pending, cleared=True)
+
+    def _note_stream_sid(self, session: StreamSession) -> None:
+        if not self.stream_sid_mismatches:
+            self.log.warning("bot message names a streamSid that is not this stream's (%s); accepted, "
+                             "counted in the call summary (logged once per call)", self.stream_sid)
+        self.stream_sid_mismatches = session.stream_sid_mismatch
+
+    def _note_ignored(self, session: StreamSession) -> None:
+        for kind, count in session.ignored.items():
+            if self.bot_ignored.get(kind, 0) == count:
+                continue
+            if kind not in self.bot_ignored:
+                last = session.last_ignored
+                # What a bot sends after `stop` (during the grace) is normal: debug only.
+                self.log.log(logging.DEBUG if kind == "after_stop" else logging.INFO,
+                             "bot message ignored (%s%s): it has no meaning here; counted in the call "
+                             "summary (logged once per call and kind)", kind,
+                             f", event {last.event[:40]!r}" if kind == "unknown" and last else "")
+            self.bot_ignored[kind] = count
 
     def _note_rejects(self, session: StreamSession) -> None:
         total = sum(session.errors.values())
@@ -667,6 +700,8 @@ class BridgeCall:
             "underruns": playout.underruns if playout else 0,
             "playout_dropped_bytes": playout.dropped_bytes if playout else 0,
             "protocol_errors": self.protocol_errors,
+            "bot_ignored": dict(self.bot_ignored),
+            "stream_sid_mismatches": self.stream_sid_mismatches,
         }
         fields.update(summary_extras(self, fields))
         self.summary = fields

@@ -212,8 +212,10 @@ class BotSettings:
     query_parameters: Mapping[str, str] = field(default_factory=dict)
     headers: Mapping[str, Secret] = field(default_factory=dict)  # extra handshake headers
     connect_timeout: float = 10.0
+    # After `stop`, how long the bot may finish what it is sending or close first (then 1000).
+    stop_grace_s: float = 0.25
     connect_retries: int = 1
-    chunk_ms: int = 100
+    chunk_ms: int = 20  # what Exotel's bots expect: 20 ms frames (320 bytes at 8 kHz)
     prebuffer_ms: int = 60
     buffer_seconds: float = 30.0
     max_message_bytes: int = 1048576
@@ -236,6 +238,13 @@ class MediaSettings:
     # monotonic clock); None: wherever start-up put it. Instances on one host with different
     # phases (0 and 10 for two) do their per-tick media work at different moments.
     tick_phase_ms: int | None = None
+    # Where the bridge sends a call's RTP when packets come from another address than the SDP's:
+    # "first" moves there only until the SDP address has been heard (callers behind NAT), never
+    # after; "follow" is PJSIP's rule (10 packets in a row from a new source move it, any time).
+    rtp_latching: str = "first"
+
+
+RTP_LATCHING: Final = ("first", "follow")
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,6 +318,7 @@ _BOT_KEYS: Final = (
     "url",
     "headers",
     "connect_timeout",
+    "stop_grace",
     "connect_retries",
     "chunk_ms",
     "prebuffer_ms",
@@ -325,7 +335,7 @@ _BOT_KEYS: Final = (
 )
 _UNREACHABLE_KEYS: Final = ("action", "sip_status", "transfer_to")
 _CLOSE_KEYS: Final = ("action", "transfer_to")
-_MEDIA_KEYS: Final = ("clock_rate", "tick_phase_ms", *MEDIA_GUARD_KEYS)
+_MEDIA_KEYS: Final = ("clock_rate", "tick_phase_ms", "rtp_latching", *MEDIA_GUARD_KEYS)
 _LOGGING_KEYS: Final = ("level", "format")
 _CONTROL_KEYS: Final = ("listen",)
 _RECORDING_KEYS: Final = ("enabled", "dir", "layout", "retention_days", "max_files")
@@ -1179,8 +1189,9 @@ def _parse_bot(ctx: _Context, sec: _Section) -> BotSettings:
     headers = _parse_headers(ctx, sec.key("headers"), sec.raw("headers") if sec.has("headers") else None)
 
     connect_timeout = sec.number("connect_timeout", 10.0, 0.1, 120.0)
+    stop_grace = sec.number("stop_grace", 0.25, 0.0, 5.0)
     connect_retries = sec.integer("connect_retries", 1, 0, 5)
-    chunk_ms = sec.integer("chunk_ms", 100, 20, 1000, step=20, what="a multiple of 20 from 20 to 1000")
+    chunk_ms = sec.integer("chunk_ms", 20, 20, 1000, step=20, what="a multiple of 20 from 20 to 1000")
     prebuffer_ms = sec.integer("prebuffer_ms", 60, 0, 2000, step=20, what="a multiple of 20 from 0 to 2000")
     buffer_seconds = sec.number("buffer_seconds", 30.0, 1.0, 600.0)
     if prebuffer_ms > buffer_seconds * 1000:
@@ -1251,6 +1262,7 @@ def _parse_bot(ctx: _Context, sec: _Section) -> BotSettings:
         query_parameters=bot_url.query_parameters,
         headers=headers,
         connect_timeout=connect_timeout,
+        stop_grace_s=stop_grace,
         connect_retries=connect_retries,
         chunk_ms=chunk_ms,
         prebuffer_ms=prebuffer_ms,
@@ -1354,6 +1366,7 @@ def parse_profile(
     phase = media_sec.raw("tick_phase_ms")
     media = MediaSettings(clock_rate=media_sec.int_choice("clock_rate", 8000, CLOCK_RATES),
                           rtp_timeout=parse_rtp_timeout(media_sec),
+                          rtp_latching=media_sec.choice("rtp_latching", "first", RTP_LATCHING),
                           tick_phase_ms=None if phase in (_MISSING, None)
                           else ctx.integer(media_sec.key("tick_phase_ms"), phase, 0, 19))
 
@@ -1493,6 +1506,7 @@ def _profile_to_dict(profile: Profile) -> dict[str, object]:
             "url": bot.url_redacted,
             "headers": dict.fromkeys(bot.headers, REDACTED),
             "connect_timeout": bot.connect_timeout,
+            "stop_grace": bot.stop_grace_s,
             "connect_retries": bot.connect_retries,
             "chunk_ms": bot.chunk_ms,
             "prebuffer_ms": bot.prebuffer_ms,
@@ -1508,7 +1522,7 @@ def _profile_to_dict(profile: Profile) -> dict[str, object]:
             **bot_guard_dict(bot.guard),
         },
         "media": {"clock_rate": profile.media.clock_rate, "rtp_timeout": profile.media.rtp_timeout,
-                  "tick_phase_ms": profile.media.tick_phase_ms},
+                  "tick_phase_ms": profile.media.tick_phase_ms, "rtp_latching": profile.media.rtp_latching},
         "logging": {"level": profile.logging.level, "format": profile.logging.format},
         "control": {"listen": profile.control.listen},
         "recording": {

@@ -48,7 +48,7 @@ sip:
   max_calls: 8
 bot:
   url: "ws://127.0.0.1:{bot_port}/demo?sample-rate=8000&greeting=hello"
-  chunk_ms: 100
+  chunk_ms: 20
 logging:
   level: info
   format: text

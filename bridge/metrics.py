@@ -24,6 +24,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
 from bridge import __version__
+from bridge.sip import REFUSED_REQUEST_REASONS
 from bridge.summary import END_CAUSES
 
 if TYPE_CHECKING:
@@ -69,6 +70,8 @@ class CallCounters:
     underruns: int = 0
     playout_dropped_bytes: int = 0
     bot_protocol_errors: int = 0
+    bot_messages_ignored: int = 0
+    bot_stream_sid_mismatches: int = 0
 
     def add(self, other: CallCounters) -> None:
         for name in _COUNTER_FIELDS:
@@ -93,6 +96,8 @@ def call_counters(call: BridgeCall) -> CallCounters:
         underruns=playout.underruns if playout else 0,
         playout_dropped_bytes=playout.dropped_bytes if playout else 0,
         bot_protocol_errors=call.protocol_errors,
+        bot_messages_ignored=sum(call.bot_ignored.values()),
+        bot_stream_sid_mismatches=call.stream_sid_mismatches,
     )
 
 
@@ -107,6 +112,8 @@ class LiveState:
     registered: bool = False
     registration_code: int = 0
     rejected_by_engine: Mapping[str, int] = field(default_factory=dict)
+    # Requests the SIP stack answered with an error before any call existed, by reason.
+    refused_requests: Mapping[str, int] = field(default_factory=dict)
     latency: Mapping[str, LatencySource | None] = field(default_factory=dict)
 
 
@@ -126,6 +133,10 @@ _COUNTERS: tuple[tuple[str, str, str, dict[str, str]], ...] = (
     ("playout_dropped_bytes", "bot audio dropped because the playout buffer was full",
      "playout_dropped_bytes", {}),
     ("bot_protocol_errors", "bad messages from bots (dropped)", "bot_protocol_errors", {}),
+    ("bot_messages_ignored", "bot messages with no meaning where they came (an event out of place, "
+     "after stop, unknown): ignored", "bot_messages_ignored", {}),
+    ("bot_stream_sid_mismatches", "bot messages naming another stream's streamSid (accepted)",
+     "bot_stream_sid_mismatches", {}),
 )
 
 
@@ -157,6 +168,13 @@ class _LiveCollector(Collector):
         for reason, count in sorted(reasons.items()):
             rejected.add_metric([reason], count)
         yield rejected
+        refused = CounterMetricFamily(
+            P + "sip_requests_refused", "requests answered with an error (or an ACK dropped) before any "
+            "call existed, by reason", labels=["reason"])
+        for reason, count in sorted({**dict.fromkeys(REFUSED_REQUEST_REASONS, 0),
+                                     **state.refused_requests}.items()):
+            refused.add_metric([reason], count)
+        yield refused
         yield from self._latency(state)
 
     def _gauges(self, state: LiveState) -> Iterator[Metric]:

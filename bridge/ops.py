@@ -268,6 +268,7 @@ class Operations:
             registered=bool(reg is not None and reg.active),
             registration_code=reg.code if reg is not None else 0,
             rejected_by_engine=_engine_rejections(engine),
+            refused_requests=engine.refused_by_guard() if engine is not None else {},
             latency={"caller_to_bot": getattr(bridge, "rtp_to_ws", None),
                      "bot_to_caller": getattr(bridge, "ws_to_rtp", None)},
         )

@@ -50,6 +50,7 @@ def engine_settings(profile: Profile) -> EngineSettings:
         user_agent=sip.user_agent,
         clock_rate=profile.media.clock_rate,
         tick_phase_ms=profile.media.tick_phase_ms,
+        rtp_latching=profile.media.rtp_latching,
         max_calls=sip.max_calls,
         register=None if reg is None else RegisterParams(
             registrar=reg.registrar,
@@ -90,6 +91,7 @@ def call_policy(profile: Profile) -> CallPolicy:
         bot_url=bot.url.reveal(),
         bot_headers={name: value.reveal() for name, value in bot.headers.items()},
         connect_timeout=bot.connect_timeout,
+        stop_grace_s=bot.stop_grace_s,
         connect_retries=bot.connect_retries,
         chunk_ms=bot.chunk_ms,
         prebuffer_ms=bot.prebuffer_ms,

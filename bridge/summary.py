@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 EndCause = Literal[
     "caller_hangup",  # the caller hung up an answered call
     "caller_abandoned",  # the caller hung up before it was answered (the bot was connecting)
+    "no_ack",  # the caller never ACKed the 200: ended after 64*T1 (32 s)
     "bot_hangup",  # the bot closed its socket; the bridge hung up
     "bot_transfer",  # the bot closed its socket; the bridge transferred the caller
     "bot_unreachable",  # the bot could not be reached: rejected or redirected
@@ -24,7 +25,7 @@ EndCause = Literal[
     "other",
 ]
 END_CAUSES: Final = (
-    "caller_hangup", "caller_abandoned", "bot_hangup", "bot_transfer", "bot_unreachable",
+    "caller_hangup", "caller_abandoned", "no_ack", "bot_hangup", "bot_transfer", "bot_unreachable",
     "bridge_stop", "error", "other",
 )
 HungUpBy = Literal["caller", "bot", "bridge"]
@@ -37,6 +38,8 @@ def end_cause(outcome: str, stop_reason: str, end_reason: str) -> EndCause:
         return "caller_abandoned"
     if outcome != "answered":
         return "error"
+    if end_reason.startswith("the caller never confirmed"):
+        return "no_ack"
     if stop_reason == "callended":
         return "caller_hangup"
     if stop_reason == "stopped":
@@ -47,7 +50,7 @@ def end_cause(outcome: str, stop_reason: str, end_reason: str) -> EndCause:
 
 
 def hung_up_by(cause: EndCause) -> HungUpBy:
-    if cause in ("caller_hangup", "caller_abandoned"):
+    if cause in ("caller_hangup", "caller_abandoned", "no_ack"):
         return "caller"
     if cause in ("bot_hangup", "bot_transfer"):
         return "bot"

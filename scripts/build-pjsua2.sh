@@ -22,7 +22,8 @@ PYTAG=$("$PY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1
 # Bump BUILD_REV when the configure flags or build steps change: it invalidates cached wheels.
 BUILD_REV=2
 MEDIA_PIPE="$HERE/pjsua2_media_pipe.hpp"
-KEY=$( (cat "$CONFIG_SITE" "$MEDIA_PIPE"; echo "$BUILD_REV") | sha256sum | cut -c1-12)
+SIP_GUARD="$HERE/pjsua2_sip_guard.hpp"
+KEY=$( (cat "$CONFIG_SITE" "$MEDIA_PIPE" "$SIP_GUARD"; echo "$BUILD_REV") | sha256sum | cut -c1-12)
 WHEELDIR="$CACHE/wheels/$PYTAG-$KEY"
 if ls "$WHEELDIR"/pjsua2-*.whl >/dev/null 2>&1; then
   step "cached wheel found"
@@ -57,6 +58,24 @@ case "$VER" in 2.1[6-9]*|2.[2-9]*|[3-9].*) ;; *) echo "pjsua2: need PJSIP >= 2.1
 # 3. server-size limits
 cp "$CONFIG_SITE" "$PJ/pjlib/include/pj/config_site.h"
 
+# 3b. a fix to pjsua's incoming-call path: when media set-up fails after pjsua2 has already run
+#     onIncomingCall (it does so from inside the media transport callback), the 4xx it sends ends
+#     the call and clears call->inv, which the next line then dereferences (a segfault on, e.g.,
+#     a DTLS-SRTP offer). The same guard PJSIP already has a few lines above.
+sed -i 's/^            if (call->inv->dlg) {$/            if (call->inv \&\& call->inv->dlg) {/' \
+  "$PJ/pjsip/src/pjsua-lib/pjsua_call.c"
+[ "$(grep -c 'if (call->inv && call->inv->dlg) {' "$PJ/pjsip/src/pjsua-lib/pjsua_call.c")" -ge 3 ] \
+  || { echo "pjsua2: the pjsua_call.c fix did not apply (PJSIP changed?)" >&2; exit 1; }
+# 3c. and to its parser: a URI of a scheme it does not know ("nobodyKnowsThisScheme:x", RFC 4475)
+#     is read with whitespace skipping off and leaves the space before "SIP/2.0" unread, so the
+#     whole request is dropped unanswered; it must get 416 (Unsupported URI Scheme).
+#     The sip: URI parser a few lines above ends the same way and skips it.
+sed -i '/pjsip_OTHER_URI_CONTENT, &uri->content);$/{n;s/^    scanner->skip_ws = skip_ws;$/&\n    pj_scan_skip_whitespace(scanner);/}' \
+  "$PJ/pjsip/src/pjsip/sip_parser.c"
+grep -A2 'pjsip_OTHER_URI_CONTENT, &uri->content);$' "$PJ/pjsip/src/pjsip/sip_parser.c" \
+  | grep -q '^    pj_scan_skip_whitespace(scanner);$' \
+  || { echo "pjsua2: the sip_parser.c fix did not apply (PJSIP changed?)" >&2; exit 1; }
+
 # 4. configure for a headless server with Debian's libraries (the DFSG tarball lacks the bundled
 #    gsm, speex, srtp, ilbc, g7221, resample and BDSound; the makefile still lists bdimad_dev.c)
 step configure
@@ -73,6 +92,7 @@ step "make lib (-j$JOBS)"
 #    module; its loop-side methods keep the GIL (nothread): they are short, take only the pipe's
 #    own lock, and some use the Python C API.
 cp "$MEDIA_PIPE" "$PJ/pjsip/include/pjsua2/media_pipe.hpp"
+cp "$SIP_GUARD" "$PJ/pjsip/include/pjsua2/sip_guard.hpp"
 SWIGI="$PJ/pjsip-apps/src/swig/pjsua2.i"
 NOTHREAD=""
 for m in take getFd close rxReady rxTake write mark clear watchMark watchProbe probeTime pullTime rxChunkTime rxWritten rxRead \
@@ -82,8 +102,8 @@ for m in take getFd close rxReady rxTake write mark clear watchMark watchProbe p
   case $m in take|getFd) cls=MediaWakeup;; *) cls=MediaPipe;; esac
   NOTHREAD="$NOTHREAD%feature(\"nothread\") pj::$cls::$m;\n"
 done
-sed -i 's|^#include "pjsua2.hpp"$|#include "pjsua2.hpp"\n#include "pjsua2/media_pipe.hpp"|' "$SWIGI"
-sed -i "s|^%include \"pjsua2/media.hpp\"\$|%include \"pjsua2/media.hpp\"\n$NOTHREAD%include \"pjsua2/media_pipe.hpp\"|" "$SWIGI"
+sed -i 's|^#include "pjsua2.hpp"$|#include "pjsua2.hpp"\n#include "pjsua2/media_pipe.hpp"\n#include "pjsua2/sip_guard.hpp"|' "$SWIGI"
+sed -i "s|^%include \"pjsua2/media.hpp\"\$|%include \"pjsua2/media.hpp\"\n$NOTHREAD%include \"pjsua2/media_pipe.hpp\"\n%include \"pjsua2/sip_guard.hpp\"|" "$SWIGI"
 grep -q 'media_pipe.hpp"$' "$SWIGI" || { echo "pjsua2: could not add media_pipe.hpp to pjsua2.i" >&2; exit 1; }
 
 # 6. SWIG bindings, packed as a wheel by a throwaway venv of the same Python (setuptools + wheel)

@@ -9,3 +9,17 @@
 #define PJSUA_MAX_RECORDERS        32
 #define PJSUA_MAX_CONF_PORTS       (PJSUA_MAX_CALLS * 3)
 #define PJSUA_HAS_SIPREC           1
+
+/* RTP latching (the profile's media.rtp_latching): how many packets in a row from a new source
+ * move a stream's remote address there. Variables, not constants, so the bridge sets them at
+ * start-up; they are defined in the pjsua2 module (scripts/pjsua2_sip_guard.hpp). */
+#ifdef __cplusplus
+extern "C" {
+#endif
+extern unsigned bridge_rtp_nat_probation_cnt;
+extern unsigned bridge_rtcp_nat_probation_cnt;
+#ifdef __cplusplus
+}
+#endif
+#define PJMEDIA_RTP_NAT_PROBATION_CNT   bridge_rtp_nat_probation_cnt
+#define PJMEDIA_RTCP_NAT_PROBATION_CNT  bridge_rtcp_nat_probation_cnt

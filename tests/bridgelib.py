@@ -52,7 +52,9 @@ class BridgeProcess:
             "name": "test",
             "sip": {"listen": f"127.0.0.1:{self.sip_port}", "rtp_port_start": rtp_range(),
                     "rtp_port_range": 200, "max_calls": 20},
-            "bot": {"url": bot_url, "connect_timeout": 5},
+            # The fault and service tests measure streams in 100 ms chunks; the 20 ms default
+            # has tests of its own (tests/faults/test_bot_framing.py).
+            "bot": {"url": bot_url, "connect_timeout": 5, "chunk_ms": 100},
             "logging": {"level": "info", "format": "json"},
             "control": {"listen": f"127.0.0.1:{self.control_port}"},
         }

@@ -40,6 +40,7 @@ from bridge.audio.ticks import TickCounter
 from bridge.errors import SipStackError
 from bridge.latency import TICK_S
 from bridge.sip import (
+    REFUSED_REQUEST_REASONS,
     CallEnd,
     DtmfMethod,
     IncomingCall,
@@ -51,7 +52,7 @@ from bridge.sip import (
 from bridge.sip.access import InboundGate, RateLimit
 from bridge.sip.digest import DigestAuthenticator
 from bridge.sip.dtmf import DtmfTracker
-from bridge.sip.message import parse_headers, uri_user
+from bridge.sip.message import parse_headers, printable, uri_user
 from bridge.sip.pjlog import LineBudget, shorten
 from bridge.sip.rtpwatch import RtpWatch
 
@@ -67,6 +68,10 @@ _DTMF_IS_UPDATE = 1 << 0
 _DTMF_IS_END = 1 << 1
 # An RFC 4733 end packet can be lost; a digit still waiting for one after this long is reported.
 _DTMF_END_WAIT_S = 1.5
+# A 2xx to an INVITE that no ACK confirms within 64*T1 ends the call (RFC 3261 13.3.1.4, the
+# time the UAS retransmits it). PJSIP then sends a BYE and waits another 64*T1 for its answer;
+# the bot's stream and the call's slot need not wait for that.
+_ACK_WAIT_S = 32.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +113,7 @@ class EngineSettings:
     user_agent: str = "sip-ws-bridge"
     clock_rate: int = 8000
     tick_phase_ms: int | None = None  # when in every 20 ms the conference clock ticks (None: any)
+    rtp_latching: str = "first"  # first | follow (media.rtp_latching)
     max_calls: int = 100  # admission limit; beyond it INVITEs get 503 + Retry-After
     register: RegisterParams | None = None
     pjsip_log_level: int = 1
@@ -247,6 +253,8 @@ class _Call(pj.Call):  # type: ignore[misc]
         self.connected_slot = -1
         self.ended_locally = False
         self.answered = False
+        self.ok_sent_at: float | None = None  # when the 200 went out (the ACK timer runs from it)
+        self.end_reported = False  # the loop was told the call ended (maybe before PJSIP knew)
         self.stats = StreamStats()
         self.dtmf = DtmfTracker()  # one report per key press, also with reordered packets
         self.redirected: tuple[int, str] | None = None
@@ -440,7 +448,15 @@ class _Call(pj.Call):  # type: ignore[misc]
     @_guarded
     def onCallReplaceRequest(self, prm: Any) -> None:
         # An INVITE with Replaces would take over this call (RFC 3891) without passing the
-        # source allow-list or authentication: refused.
+        # source allow-list or authentication: refused. A source the gate turns away gets the
+        # gate's own answer (403 for a stranger), as for any other INVITE.
+        gate = self.engine.gate
+        rdata = prm.rdata
+        verdict = gate.admit(rdata.srcAddress, rdata.wholeMsg, time.monotonic()) if gate else None
+        if verdict is not None and verdict.code != 401:
+            prm.statusCode = verdict.code
+            prm.reason = verdict.reason
+            return
         prm.statusCode = pj.PJSIP_SC_DECLINE
         self.engine.refused_requests += 1
         log.warning("INVITE with Replaces for call %d refused with 603", self.handle)
@@ -490,6 +506,7 @@ class SipEngine:
         self._sender: Any = None  # pj.MediaSender, made with the first pipe (a caller never needs it)
         self.rejected_over_capacity = 0
         self.refused_requests = 0  # REFERs and Replaces from peers
+        self.incoming_errors = 0  # INVITEs the application failed on (answered 500)
         self.gate: InboundGate | None = None  # made by start() (it may resolve host names)
         self._next_media_check = 0.0
         self.rejected_invites: dict[str, int] = {}  # by reason (over_capacity, shutting_down), for metrics
@@ -541,6 +558,13 @@ class SipEngine:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    def refused_by_guard(self) -> dict[str, int]:
+        """Requests the native guard answered with an error or dropped, by reason (any thread:
+        plain counters, read without a lock)."""
+        if not hasattr(pj, "SipGuard"):
+            return {}
+        return dict(zip(REFUSED_REQUEST_REASONS, (int(n) for n in pj.SipGuard.counts()), strict=False))
+
     @property
     def active_calls(self) -> int:
         return len(self._calls)
@@ -573,6 +597,7 @@ class SipEngine:
         def do(call: _Call) -> None:
             call.channel = channel
             call.answer(_op(200))
+            call.ok_sent_at = time.monotonic()
 
         self._call_op(handle, do)
 
@@ -712,10 +737,13 @@ class SipEngine:
             except pj.Error as exc:
                 log.warning("re-registration could not be sent: %s", exc.info())
                 self._schedule_reg_retry()
-        for call in self._calls.values():
+        for call in list(self._calls.values()):
             since = call.dtmf.pending_since
             if since is not None and now - since > _DTMF_END_WAIT_S:
                 call._flush_dtmf()
+            if (call.ok_sent_at is not None and not call.answered and not call.end_reported
+                    and now - call.ok_sent_at > _ACK_WAIT_S):
+                self._ack_timeout(call)
         if now >= self._next_media_check:
             self._next_media_check = now + 1.0
             if self.gate is not None:
@@ -783,6 +811,16 @@ class SipEngine:
         med.sndAutoCloseTime = -1
         med.quality = 4  # resampling quality when a G.722 leg meets the 8 kHz clock
         ep.libInit(cfg)
+        if hasattr(pj, "SipGuard"):
+            # Answers what PJSIP would drop or pass on (see scripts/pjsua2_sip_guard.hpp).
+            ipv6_media = ":" in s.listen_host or ":" in (s.public_address or "")
+            pj.SipGuard.install(ipv6_media)
+            rtp, rtcp = _LATCHING[s.rtp_latching]
+            pj.SipGuard.setLatching(rtp, rtcp)
+            sources = pj.StringVector()
+            for network in self.gate.policy.networks if self.gate is not None else ():
+                sources.append(str(network))
+            pj.SipGuard.setReplacesSources(sources)
 
         for proto in s.transports:
             tc = pj.TransportConfig()
@@ -892,12 +930,17 @@ class SipEngine:
         self._run_commands()
         if self.gate is not None:
             self.gate.throttle.flush(time.monotonic(), force=True)
-            log.info("INVITEs turned away: %s, over_capacity=%d; peer REFER/Replaces refused: %d",
+            refused = self.refused_by_guard()
+            log.info("INVITEs turned away: %s, over_capacity=%d; peer REFER/Replaces refused: %d; "
+                     "requests refused by the SIP guard: %s",
                      " ".join(f"{k}={v}" for k, v in self.gate.counters.items()),
                      self.rejected_over_capacity, self.refused_requests,
+                     " ".join(f"{k}={v}" for k, v in refused.items()) or "none",
                      extra={"event": "access_counters", **self.gate.counters,
                             "over_capacity": self.rejected_over_capacity,
-                            "refused_requests": self.refused_requests})
+                            "refused_requests": self.refused_requests,
+                            "incoming_errors": self.incoming_errors,
+                            "guard": refused})
         if self._calls:
             log.info("hanging up %d call(s)", len(self._calls))
             for call in list(self._calls.values()):
@@ -929,6 +972,8 @@ class SipEngine:
         self._account = None
         self._tick_port = None
         gc.collect()
+        if self._ep is not None and hasattr(pj, "SipGuard"):
+            pj.SipGuard.uninstall()
         if self._ep is not None:
             try:
                 self._ep.libDestroy()
@@ -952,32 +997,67 @@ class SipEngine:
         rdata = prm.rdata
         verdict = self.gate.admit(rdata.srcAddress, rdata.wholeMsg, time.monotonic()) if self.gate else None
         if verdict is not None:
-            # Not let in (source, rate or credentials): answered here, never seen by the loop or a bot.
-            call.ended_locally = True
-            call.answer(_op(verdict.code, verdict.reason, verdict.headers))
+            # Not let in (source, rate or credentials): never seen by the loop or a bot. Every
+            # answer here is queued to run after this callback returns: a final answer inside
+            # onIncomingCall resets the call, and pjsua2 (Endpoint::on_incoming_call) then frees
+            # the INVITE's cloned rdata a second time, an assertion that aborts the process.
+            self.reject(handle, verdict.code, verdict.reason, verdict.headers)
             return
-        if not self.accepting or len(self._calls) > self.settings.max_calls:
+        # Calls already reported ended (a 200 never ACKed, waiting for PJSIP's BYE to time out)
+        # hold no bot socket and no slot.
+        live = sum(1 for other in self._calls.values() if not other.end_reported)
+        if not self.accepting or live > self.settings.max_calls:
             self.rejected_over_capacity += 1
-            call.ended_locally = True
             reason = "Shutting Down" if not self.accepting else "Over Capacity"
             key = "shutting_down" if not self.accepting else "over_capacity"
             self.rejected_invites[key] = self.rejected_invites.get(key, 0) + 1
-            call.answer(_op(503, reason, {"Retry-After": str(self.settings.retry_after_s)}))
-            log.warning("INVITE %s from %s rejected: 503 %s", ci.callIdString, rdata.srcAddress, reason,
-                        extra={"call_sid": ci.callIdString})
+            self.reject(handle, 503, reason, {"Retry-After": str(self.settings.retry_after_s)})
+            log.warning("INVITE %s from %s rejected: 503 %s", printable(ci.callIdString), rdata.srcAddress,
+                        reason, extra={"call_sid": printable(ci.callIdString)})
             return
+        message = rdata.wholeMsg
         incoming = IncomingCall(
             handle=handle,
-            call_id=ci.callIdString,
-            from_uri=ci.remoteUri,
-            to_uri=ci.localUri,
-            from_user=uri_user(ci.remoteUri),
-            to_user=uri_user(ci.localUri),
+            call_id=printable(ci.callIdString),
+            from_uri=printable(ci.remoteUri),
+            to_uri=printable(ci.localUri),
+            from_user=printable(uri_user(ci.remoteUri)),
+            to_user=printable(uri_user(ci.localUri)),
             source=rdata.srcAddress,
-            headers=tuple(parse_headers(rdata.wholeMsg)),
-            body=_message_body(rdata.wholeMsg),
+            headers=tuple((printable(name), printable(value)) for name, value in parse_headers(message)),
+            # Kept as received (lone surrogates for non-UTF-8 bytes): the tap's parsers judge it.
+            body=_message_body(message),
         )
-        self._emit("on_incoming_call", incoming)
+        try:
+            self._loop.call_soon_threadsafe(self._deliver_incoming, incoming)
+        except RuntimeError:
+            pass  # the loop is closed: the process is exiting
+
+    def _deliver_incoming(self, incoming: IncomingCall) -> None:
+        """On the loop: hand a new call to the application, which must give it a final answer.
+
+        Whatever goes wrong there, the caller still gets one (500) and the call's slot is freed:
+        a bug triggered by one odd INVITE must not hold a slot and its sockets for good."""
+        try:
+            self._sink.on_incoming_call(incoming)
+        except Exception:  # the application's bug: counted, logged with its traceback, answered 500
+            self.incoming_errors += 1
+            log.exception("INVITE %s could not be handled; answered 500", incoming.call_id,
+                          extra={"call_sid": incoming.call_id})
+            self.reject(incoming.handle, 500, "Server Internal Error")
+
+    def _ack_timeout(self, call: _Call) -> None:
+        log.warning("call %d: the caller never ACKed the 200 (%.0f s); ending it", call.handle, _ACK_WAIT_S)
+        # Reported first: hangup() may end the call at once, and that end (PJSIP's own status
+        # for a call it gave up on) is not the cause.
+        call.end_reported = True
+        self._emit("on_call_ended", call.handle, CallEnd(code=408, reason="no ACK", ended_by="remote"),
+                   call.stats)
+        call.ended_locally = True
+        try:
+            call.hangup(_op(0))
+        except pj.Error as exc:
+            log.debug("hang-up after a missing ACK: %s", exc.info())
 
     def _free_dead(self) -> None:
         for call in self._dead:
@@ -989,7 +1069,9 @@ class SipEngine:
         # Never delete a Call inside its own callback: it is freed after this cycle. pjsua hands
         # out call ids round-robin, so the id cannot be reused before then.
         self._dead.append(call)
-        self._emit("on_call_ended", call.handle, end, call.stats)
+        if not call.end_reported:
+            call.end_reported = True
+            self._emit("on_call_ended", call.handle, end, call.stats)
 
     def _reg_state(self, account: _Account, prm: Any) -> None:
         info = account.getInfo()
@@ -1029,6 +1111,12 @@ def _quiet_stdout() -> Iterator[None]:
         os.close(saved)
         os.close(devnull)
 
+
+# Packets in a row from a new source that move a stream there (RTP, RTCP): "first" never once the
+# SDP address was heard (a stream that has heard nothing yet still latches, for NAT); "follow"
+# is PJSIP's default rule.
+_NEVER = 0xFFFFFFFF
+_LATCHING = {"first": (_NEVER, _NEVER), "follow": (10, 3)}
 
 _SRTP_USE = {
     "optional": pj.PJMEDIA_SRTP_OPTIONAL,

@@ -64,3 +64,13 @@ def uri_host(uri: str) -> str:
     """The host[:port] part of a SIP URI."""
     match = _URI_USER.search(uri)
     return match.group(2) if match else ""
+
+
+def printable(text: str) -> str:
+    """`text` with any bytes that were not UTF-8 on the wire (lone surrogates, as the SIP stack
+    hands them over) replaced by U+FFFD, so it can be logged, put in JSON and encoded anywhere."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return text

@@ -281,7 +281,9 @@ def parse_metadata(xml: str) -> RecordingMetadata:
         # Entity expansion is the one XML feature that can hurt a parser; metadata never needs it.
         raise MetadataError("rs-metadata with a DOCTYPE or ENTITY declaration is not accepted")
     try:
-        root = ET.fromstring(xml.strip().encode("utf-8"))
+        # Bytes that were not UTF-8 on the wire reach Python as lone surrogates (surrogateescape);
+        # they go back to the same bytes here, and the XML parser refuses them as it should.
+        root = ET.fromstring(xml.strip().encode("utf-8", "surrogateescape"))
     except ET.ParseError as exc:
         raise MetadataError(f"rs-metadata is not well-formed XML: {exc}") from None
     if _local(root.tag) != "recording":

@@ -36,7 +36,7 @@ def test_check_prints_the_resolved_profile_with_secrets_redacted(tmp_path: Path)
     for secret in ("pw-secret-1", "tok-secret-2", "urlsecret"):
         assert secret not in everything
     assert "***" in result.stdout
-    assert "chunk_ms: 100" in result.stdout  # defaults filled in
+    assert "chunk_ms: 20" in result.stdout  # defaults filled in
 
 
 @pytest.mark.parametrize("body, key", [

@@ -84,7 +84,7 @@ def test_defaults() -> None:
     assert bot.query_parameters == {}
     assert bot.headers == {}
     assert bot.connect_timeout == 10.0 and bot.connect_retries == 1
-    assert (bot.chunk_ms, bot.prebuffer_ms, bot.buffer_seconds) == (100, 60, 30.0)
+    assert (bot.chunk_ms, bot.prebuffer_ms, bot.buffer_seconds) == (20, 60, 30.0)
     assert (bot.max_message_bytes, bot.warn_message_bytes) == (1048576, 102400)
     assert bot.clear_answers_marks is True
     assert bot.account_sid == "sip-ws-bridge"

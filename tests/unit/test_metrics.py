@@ -15,6 +15,7 @@ from bridge.summary import END_CAUSES, end_cause, hung_up_by, iso_utc
 
 @pytest.mark.parametrize(("outcome", "stop", "reason", "cause", "who"), [
     ("answered", "callended", "caller hung up", "caller_hangup", "caller"),
+    ("answered", "callended", "the caller never confirmed the answer (no ACK)", "no_ack", "caller"),
     ("answered", "stopped", "bridge shutting down", "bridge_stop", "bridge"),
     ("answered", "", "bot closed (1000)", "bot_hangup", "bot"),
     ("answered", "", "bot closed (1000); transferred to sip:q@pbx", "bot_transfer", "bot"),

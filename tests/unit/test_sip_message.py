@@ -3,7 +3,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.sip.message import parse_headers, uri_host, uri_user
+from bridge.sip.message import parse_headers, printable, uri_host, uri_user
 
 INVITE = (
     "INVITE sip:bot@10.0.0.1:5060 SIP/2.0\r\n"
@@ -45,3 +45,12 @@ def test_parsing_anything_never_raises(text: str) -> None:
     parse_headers(text)
     uri_user(text)
     uri_host(text)
+
+
+def test_printable_replaces_bytes_that_were_not_utf8_and_keeps_the_rest() -> None:
+    # The SIP stack hands non-UTF-8 bytes over as lone surrogates (surrogateescape).
+    received = b"Alice \xc3\x28 \xe2\x82\xac".decode("utf-8", "surrogateescape")
+    cleaned = printable(received)
+    assert cleaned == "Alice \ufffd( \u20ac"
+    cleaned.encode("utf-8")  # now safe for JSON and logs
+    assert printable("plain ☎") == "plain ☎"

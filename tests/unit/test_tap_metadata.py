@@ -223,3 +223,10 @@ def test_message_parts_of_a_whole_reinvite() -> None:
     headers, parts = message_parts(message)
     assert ("Call-ID", "abc") in headers
     assert metadata_of(parts) == RFC7865
+
+
+def test_metadata_that_is_not_utf8_is_refused_as_malformed_not_raised() -> None:
+    raw = (b"<recording xmlns='urn:ietf:params:xml:ns:recording:1'>"
+           b"<datamode>compl\xc3\x28te</datamode></recording>")
+    with pytest.raises(MetadataError, match="not well-formed"):
+        parse_metadata(raw.decode("utf-8", "surrogateescape"))
