@@ -41,7 +41,7 @@ def _flatten(value: object, prefix: str, out: dict[str, object]) -> None:
 
 def _public_key(key: str) -> str:
     """Dataclass paths to the profile's keys: sip.listen_host -> sip.listen, bot.url_redacted -> bot.url."""
-    key = key.replace(".guard.", ".", 1)  # sip.guard.allow_from -> sip.allow_from (config_guard.py)
+    key = key.replace(".guard.", ".", 1)  # sip.guard.allow_from -> sip.allow_from (config/guard.py)
     return _PUBLIC_KEYS.get(key, key)
 
 

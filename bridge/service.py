@@ -68,7 +68,7 @@ def engine_settings(profile: Profile) -> EngineSettings:
 
 
 def _guard_settings(profile: Profile) -> dict[str, Any]:
-    """Access control, TLS, SRTP and the RTP timeout for the engine (see config_guard.py)."""
+    """Access control, TLS, SRTP and the RTP timeout for the engine (see config/guard.py)."""
     guard = profile.sip.guard
     auth = guard.inbound_auth
     tls = guard.tls

@@ -28,7 +28,7 @@ from bridge.agentstream.events import StartInfo, StopReason
 from bridge.audio.framing import frame_bytes
 from bridge.audio.ticks import TickCounter
 from bridge.call import CallPolicy, socket_rate_and_params
-from bridge.config_tap import TapSettings
+from bridge.config.tap import TapSettings
 from bridge.logs import CallLog, record
 from bridge.sip import CallEnd, IncomingCall, MediaInfo, StreamStats
 from bridge.tap.align import TrackAligner

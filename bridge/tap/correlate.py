@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from bridge.config_tap import StreamMode, TapSettings
+from bridge.config.tap import StreamMode, TapSettings
 from bridge.tap.metadata import (
     MetadataError,
     RecordingMetadata,

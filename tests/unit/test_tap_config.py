@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from bridge.config import parse_profile, render_profile
-from bridge.config_tap import TapSettings
+from bridge.config.tap import TapSettings
 from bridge.reload import plan_reload
 from tests.unit.test_config import SECRET, error_of, minimal, set_path
 

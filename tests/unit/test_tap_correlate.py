@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.config_tap import TapSettings
+from bridge.config.tap import TapSettings
 from bridge.tap.correlate import MAX_TRACKS, Pairing, classify
 from tests.unit.test_tap_metadata import RFC7865, SDP, multipart
 

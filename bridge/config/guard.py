@@ -13,12 +13,12 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final, Literal, cast
+from typing import Final, Literal, cast
 
+from bridge.config.base import REDACTED, RegisterSettings, Secret
+from bridge.config.syntax import parse_listen, parse_sip_uri
+from bridge.config.values import MISSING, Context, Section
 from bridge.errors import ConfigError
-
-if TYPE_CHECKING:
-    from bridge.config import RegisterSettings, Secret, _Context, _Section
 
 SrtpUse = Literal["optional", "mandatory", "disabled"]
 SRTP_CHOICES: Final = ("optional", "mandatory", "disabled")
@@ -90,11 +90,11 @@ class BotGuard:
 # --------------------------------------------------------------------------- sip
 
 
-def _allow_from(ctx: _Context, sec: _Section, register: RegisterSettings | None) -> tuple[str, ...]:
+def _allow_from(ctx: Context, sec: Section, register: RegisterSettings | None) -> tuple[str, ...]:
     key = sec.key("allow_from")
     expected = "a list of addresses, networks or host names"
     value = sec.optional("allow_from", expected, list(DEFAULT_ALLOW_FROM))
-    if value is _missing():
+    if value is MISSING:
         return default_allow_from(register)
     rules: list[str] = []
     items = ctx.items(key, value, 'addresses, networks or host names such as "192.0.2.0/24"')
@@ -123,13 +123,6 @@ def _allow_from(ctx: _Context, sec: _Section, register: RegisterSettings | None)
     return tuple(rules)
 
 
-def _missing() -> object:
-    """bridge.config's marker of an absent key (imported late: bridge.config imports this module)."""
-    from bridge.config import _MISSING
-
-    return _MISSING
-
-
 def default_allow_from(register: RegisterSettings | None) -> tuple[str, ...]:
     """Loopback, plus the registrar's and outbound proxy's hosts when the bridge registers."""
     rules = list(DEFAULT_ALLOW_FROM)
@@ -142,15 +135,13 @@ def default_allow_from(register: RegisterSettings | None) -> tuple[str, ...]:
 
 
 def _uri_host(uri: str) -> str:
-    from bridge.config import _parse_sip_uri
-
-    parsed = _parse_sip_uri(uri)
+    parsed = parse_sip_uri(uri)
     if parsed is None:
         return ""
     return parsed.host[1:-1] if parsed.host.startswith("[") else parsed.host
 
 
-def _rate_limit(sec: _Section) -> RateLimitSettings:
+def _rate_limit(sec: Section) -> RateLimitSettings:
     rate = sec.number("invites_per_second", 50.0, 0.0, 100000.0)
     burst = sec.integer("burst", 100, 1, 1000000)
     if rate == 0:
@@ -158,9 +149,7 @@ def _rate_limit(sec: _Section) -> RateLimitSettings:
     return RateLimitSettings(invites_per_second=rate, burst=burst)
 
 
-def _inbound_auth(ctx: _Context, sec: _Section) -> InboundAuthSettings:
-    from bridge.config import Secret
-
+def _inbound_auth(ctx: Context, sec: Section) -> InboundAuthSettings:
     user_key = sec.key("username")
     username = ctx.text(user_key, sec.required("username", "a user name"), "a non-empty string").value.strip()
     if not username or re.search(r'[\s"\\\x00-\x1f\x7f]', username):
@@ -180,7 +169,7 @@ def _inbound_auth(ctx: _Context, sec: _Section) -> InboundAuthSettings:
     return InboundAuthSettings(username=username, password=Secret(password), realm=realm)
 
 
-def _file(ctx: _Context, sec: _Section, name: str, *, required: bool) -> str | None:
+def _file(ctx: Context, sec: Section, name: str, *, required: bool) -> str | None:
     expected = "a file path"
     if required:
         value = sec.required(name, expected)
@@ -196,13 +185,11 @@ def _file(ctx: _Context, sec: _Section, name: str, *, required: bool) -> str | N
     return path
 
 
-def _sip_tls(ctx: _Context, sec: _Section) -> SipTlsSettings:
-    from bridge.config import _parse_listen
-
+def _sip_tls(ctx: Context, sec: Section) -> SipTlsSettings:
     listen_key = sec.key("listen")
     listen = ctx.text(listen_key, sec.required("listen", '"HOST:PORT", e.g. "0.0.0.0:5061"'),
                       '"HOST:PORT", e.g. "0.0.0.0:5061"')
-    host, port = _parse_listen(listen_key, listen)
+    host, port = parse_listen(listen_key, listen)
     cert = _file(ctx, sec, "cert_file", required=True)
     key = _file(ctx, sec, "key_file", required=True)
     ca_file = _file(ctx, sec, "ca_file", required=False)
@@ -214,15 +201,15 @@ def _sip_tls(ctx: _Context, sec: _Section) -> SipTlsSettings:
     return SipTlsSettings(host, port, cert, key, ca_file, require_client_cert)
 
 
-def parse_sip_guard(ctx: _Context, sec: _Section, register: RegisterSettings | None,
+def parse_sip_guard(ctx: Context, sec: Section, register: RegisterSettings | None,
                     listen: tuple[str, int], transports: tuple[str, ...]) -> SipGuard:
     allow_from = _allow_from(ctx, sec, register)
     rate_limit = _rate_limit(sec.section("rate_limit", RATE_LIMIT_KEYS))
     auth = None
-    if sec.raw("inbound_auth") not in (None, _missing()):
+    if sec.raw("inbound_auth") not in (None, MISSING):
         auth = _inbound_auth(ctx, sec.section("inbound_auth", INBOUND_AUTH_KEYS))
     tls = None
-    if sec.raw("tls") not in (None, _missing()):
+    if sec.raw("tls") not in (None, MISSING):
         tls = _sip_tls(ctx, sec.section("tls", SIP_TLS_KEYS))
         if tls.listen_port == listen[1] and "tcp" in transports and tls.listen_host in (listen[0], "0.0.0.0"):
             raise ConfigError(sec.key("tls.listen"),
@@ -233,8 +220,6 @@ def parse_sip_guard(ctx: _Context, sec: _Section, register: RegisterSettings | N
 
 
 def sip_guard_dict(guard: SipGuard) -> dict[str, object]:
-    from bridge.config import REDACTED
-
     auth = guard.inbound_auth
     tls = guard.tls
     return {
@@ -253,7 +238,7 @@ def sip_guard_dict(guard: SipGuard) -> dict[str, object]:
 # --------------------------------------------------------------------------- bot and media
 
 
-def parse_bot_guard(ctx: _Context, sec: _Section) -> BotGuard:
+def parse_bot_guard(ctx: Context, sec: Section) -> BotGuard:
     stall = sec.number("stall_timeout", 10.0, 0.0, 600.0)
     interval = sec.number("ping_interval", 20.0, 0.0, 600.0)
     timeout = sec.number("ping_timeout", 20.0, 1.0, 600.0)
@@ -282,5 +267,5 @@ def bot_guard_dict(guard: BotGuard) -> dict[str, object]:
     }
 
 
-def parse_rtp_timeout(sec: _Section) -> float:
+def parse_rtp_timeout(sec: Section) -> float:
     return sec.number("rtp_timeout", 30.0, 0.0, 3600.0)

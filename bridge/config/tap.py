@@ -13,12 +13,13 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final, Literal, cast
+from typing import Final, Literal, cast
 
+from bridge.config.base import REDACTED, Secret
+from bridge.config.boturl import BotUrl, parse_bot_url, parse_headers
+from bridge.config.syntax import check_header_name
+from bridge.config.values import MISSING, Context, Section
 from bridge.errors import ConfigError
-
-if TYPE_CHECKING:
-    from bridge.config import BotUrl, Secret, _Context, _Section
 
 StreamMode = Literal["bot", "tap"]
 STREAM_MODES: Final = ("bot", "tap")
@@ -43,9 +44,7 @@ class TapSettings:
     agent_match: tuple[str, ...] = ()  # globs on a SIPREC participant's AOR or number: the agent side
 
 
-def _header(ctx: _Context, sec: _Section, name: str, default: str | None, *, nullable: bool) -> str | None:
-    from bridge.config import _check_header_name
-
+def _header(ctx: Context, sec: Section, name: str, default: str | None, *, nullable: bool) -> str | None:
     expected = 'a SIP header name such as "X-Tap-Id"'
     if nullable:
         if not sec.has(name):
@@ -58,17 +57,15 @@ def _header(ctx: _Context, sec: _Section, name: str, default: str | None, *, nul
         if text is None:
             return default
     value = text.value.strip()
-    _check_header_name(sec.key(name), value)
+    check_header_name(sec.key(name), value)
     return value
 
 
-def parse_mode(top: _Section) -> StreamMode:
+def parse_mode(top: Section) -> StreamMode:
     return cast(StreamMode, top.choice("mode", "bot", STREAM_MODES))
 
 
-def parse_tap(ctx: _Context, sec: _Section) -> TapSettings:
-    from bridge.config import parse_bot_url
-
+def parse_tap(ctx: Context, sec: Section) -> TapSettings:
     url = None
     url_text = sec.nullable_text("url", 'a ws:// or wss:// URL, e.g. "wss://asr.example.com/stream"')
     if url_text is not None:
@@ -76,9 +73,7 @@ def parse_tap(ctx: _Context, sec: _Section) -> TapSettings:
         url = parse_bot_url(url_text.value.strip(), key=sec.key("url"),
                             raw=raw.strip() if isinstance(raw, str) else None)
         ctx.warnings.extend(url.warnings)
-    from bridge.config import _parse_headers
-
-    headers = _parse_headers(ctx, sec.key("headers"), sec.raw("headers") if sec.has("headers") else None)
+    headers = parse_headers(ctx, sec.key("headers"), sec.raw("headers") if sec.has("headers") else None)
     if headers and url is None:
         ctx.warnings.append(f"{sec.key('headers')}: ignored because tap.url is not set (taps use bot.url "
                             "and bot.headers)")
@@ -95,9 +90,7 @@ def parse_tap(ctx: _Context, sec: _Section) -> TapSettings:
     patterns: list[str] = []
     key = sec.key("agent_match")
     value = sec.raw("agent_match")
-    from bridge.config import _MISSING
-
-    if value is not _MISSING and value is not None:
+    if value is not MISSING and value is not None:
         for i, item in enumerate(ctx.items(key, value, 'globs such as "sip:agent-*" or "1???"')):
             text = ctx.text(f"{key}[{i}]", item, 'a glob such as "sip:agent-*" or "1???"').value.strip()
             if not _GLOB_RE.fullmatch(text):
@@ -111,8 +104,6 @@ def parse_tap(ctx: _Context, sec: _Section) -> TapSettings:
 
 def tap_dict(mode: StreamMode, tap: TapSettings) -> dict[str, object]:
     """The `mode` and `tap` keys of a rendered profile (secrets as ***)."""
-    from bridge.config import REDACTED
-
     return {
         "mode": mode,
         "tap": {
