@@ -1,7 +1,7 @@
 """The native sender as the writer of a bot's socket (caller audio without the event loop).
 
 With the native pipe, a call's caller audio can go to the bot from the pipe's sender thread
-(scripts/pjsua2_media_pipe.hpp, MediaSender): whole chunks become `media` messages and are written
+(native/media_pipe.hpp, MediaSender): whole chunks become `media` messages and are written
 to the socket without entering Python. While it does, it is the socket's only writer: the call's
 own events (dtmf, marks) and websockets' pings and pongs are queued through it, and it numbers
 every message as it queues it, so the sequence numbers are in the order of the wire.

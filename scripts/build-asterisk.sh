@@ -6,7 +6,7 @@
 # sid source package with upstream's ./configure and the DFSG pjproject component (no GitHub, nothing
 # downloaded during the build). About 3 min on 2 cores; the result is cached:
 #
-#   $CACHE/src/asterisk_*            the sid source package (shared with scripts/build-pjsua2.sh)
+#   $CACHE/src/asterisk_*            the sid source package (shared with native/build-pjsua2.sh)
 #   $CACHE/asterisk/install/         the install prefix (sbin/asterisk, lib/, modules); not relocatable
 #   $CACHE/asterisk/build.log        full build output
 #
@@ -57,7 +57,7 @@ if [ ${#MISSING[@]} -gt 0 ]; then
 fi
 
 # 1. source: sid's source package, fetched (download only) with a private apt configuration, exactly as
-#    scripts/build-pjsua2.sh does; reused when every file the .dsc lists is already in $SRC.
+#    native/build-pjsua2.sh does; reused when every file the .dsc lists is already in $SRC.
 have_source() {
   local dsc
   dsc=$(ls -1 "$SRC"/asterisk_*.dsc 2>/dev/null | sort -V | tail -1) || return 1

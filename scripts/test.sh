@@ -4,14 +4,15 @@
 # benchmark command (pytest -m slow).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/steps.sh
 bash scripts/setup.sh test
 if [ "${SKIP_ASTERISK:-0}" != 1 ]; then
-  bash scripts/build-asterisk.sh || echo "=== test: Asterisk build failed; its interop tests will be skipped" >&2
+  step_try "Asterisk 22 for the interop tests (cached after the first time; about 4 min)" \
+    bash scripts/build-asterisk.sh || step_note "Asterisk build failed: its interop tests will be skipped"
 fi
-echo "=== test: ruff"
-.venv/bin/ruff check bridge tests benchmarks
-echo "=== test: mypy"
-.venv/bin/mypy
+step_run "ruff" .venv/bin/ruff check bridge tests benchmarks
+step_run "mypy" .venv/bin/mypy
+step_run "layout (scripts/check-layout)" .venv/bin/python scripts/check-layout
 echo "=== test: pytest"
 ARGS=(-m "not slow" -p no:cacheprovider "$@")
 # A private network namespace gives the tests their own loopback: no port of another

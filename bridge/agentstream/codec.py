@@ -112,7 +112,7 @@ class MediaEncoder:
 
     def __init__(self, stream_sid: str) -> None:
         # Between the sequence number and the chunk number (the native sender builds the same
-        # message around it: scripts/pjsua2_media_pipe.hpp).
+        # message around it: native/media_pipe.hpp).
         self.infix: Final = '","stream_sid":' + json.dumps(stream_sid) + ',"media":{"chunk":"'
 
     def __call__(self, seq: int, chunk: int, timestamp_ms: int, pcm: bytes) -> str:

@@ -2,7 +2,7 @@
 
 Same interface as `MediaChannel`, but the conference clock thread never enters Python: it copies
 caller frames into the pipe's ring and plays bot audio out of the pipe's playout buffer in C++
-(scripts/pjsua2_media_pipe.hpp, a transcription of `PlayoutBuffer`). The pipe tells the loop when a
+(native/media_pipe.hpp, a transcription of `PlayoutBuffer`). The pipe tells the loop when a
 call has work (a whole chunk of caller audio, a mark's audio played out, a latency probe passed)
 through one eventfd for the whole process; the loop then pumps only those calls.
 
@@ -21,7 +21,7 @@ __all__ = ["MediaPipeLike", "PipeChannel", "SendStatus"]
 
 
 class MediaPipeLike(Protocol):
-    """The loop-side methods of pjsua2.MediaPipe (see scripts/pjsua2_media_pipe.hpp)."""
+    """The loop-side methods of pjsua2.MediaPipe (see native/media_pipe.hpp)."""
 
     def close(self) -> None: ...
     def rxReady(self) -> int: ...

@@ -91,7 +91,7 @@ class SipEventSink(Protocol):
 
 
 # Why the native SIP guard answered a request with an error (or dropped an ACK) before any call
-# existed: the order of SipGuard::counts() in scripts/pjsua2_sip_guard.hpp, and metric labels.
+# existed: the order of SipGuard::counts() in native/sip_guard.hpp, and metric labels.
 REFUSED_REQUEST_REASONS: tuple[str, ...] = (
     "bad_framing", "unsupported_uri_scheme", "unsupported_require", "not_acceptable", "unusable_media",
     "no_such_dialog", "method_not_allowed", "method_not_implemented", "replaces_forbidden",

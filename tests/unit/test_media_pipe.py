@@ -1,4 +1,4 @@
-"""pjsua2.MediaPipe, the native media hand-off (scripts/pjsua2_media_pipe.hpp).
+"""pjsua2.MediaPipe, the native media hand-off (native/media_pipe.hpp).
 
 Its playout is a transcription of `PlayoutBuffer`, so a state machine drives both with the same random
 operations and demands identical frames and counters after every step; its caller ring must behave like

@@ -1,5 +1,5 @@
 /*
- * The bridge's media hand-off, compiled into the pjsua2 Python module (scripts/build-pjsua2.sh adds
+ * The bridge's media hand-off, compiled into the pjsua2 Python module (native/build-pjsua2.sh adds
  * it to the SWIG interface). GPL-2.0-or-later, like PJSIP.
  *
  * Why it exists: with pj::AudioMediaPort every 20 ms frame of every call runs two Python callbacks

@@ -129,8 +129,14 @@ static inline bool sip_guard_framing_ok(const pjsip_rx_data *rdata)
     if (clen_count > 1)
         return false;
     if (rdata->msg_info.cseq &&
-        pjsip_method_cmp(&rdata->msg_info.cseq->method, &msg->line.req.method) != 0)
-        return false;
+        pjsip_method_cmp(&rdata->msg_info.cseq->method, &msg->line.req.method) != 0) {
+        /* An ACK whose CSeq says INVITE is wrong (RFC 3261 17.1.1.3) but common, and PJSIP
+         * matches it to its INVITE all the same: dropping it would end the call at Timer H. */
+        bool sloppy_ack = msg->line.req.method.id == PJSIP_ACK_METHOD &&
+                          rdata->msg_info.cseq->method.id == PJSIP_INVITE_METHOD;
+        if (!sloppy_ack)
+            return false;
+    }
     bool datagram = (rdata->tp_info.transport->flag & PJSIP_TRANSPORT_RELIABLE) == 0;
     if (datagram && rdata->msg_info.clen && rdata->msg_info.clen->len > sip_guard_body_bytes(rdata))
         return false;

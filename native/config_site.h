@@ -12,7 +12,7 @@
 
 /* RTP latching (the profile's media.rtp_latching): how many packets in a row from a new source
  * move a stream's remote address there. Variables, not constants, so the bridge sets them at
- * start-up; they are defined in the pjsua2 module (scripts/pjsua2_sip_guard.hpp). */
+ * start-up; they are defined in the pjsua2 module (native/sip_guard.hpp). */
 #ifdef __cplusplus
 extern "C" {
 #endif
