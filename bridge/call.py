@@ -129,6 +129,7 @@ class BridgeCall:
         self.created = time.monotonic()
         self.started_wall = time.time()
         self.answered_at: float | None = None
+        self.sip_ended_at: float | None = None  # when the SIP leg ended (the call's duration ends there)
         self.bot_connect_s: float | None = None  # how long the bot's socket took to open
         self.hooks: CallHooks | None = None  # metrics and recordings (set by the service)
         self.recorder: CallRecorder | None = None
@@ -209,6 +210,7 @@ class BridgeCall:
         if end.code == 408 and end.reason == "no ACK":
             self.end_reason = self.end_reason or "the caller never confirmed the answer (no ACK)"
         self.sip_end = end
+        self.sip_ended_at = time.monotonic()
         self.sip_stats = stats
         self._sip_ended.set()
 
@@ -683,7 +685,9 @@ class BridgeCall:
             "from": self.incoming.from_user,
             "to": self.incoming.to_user,
             "outcome": self.outcome,
-            "duration_s": round(now - self.answered_at, 3) if self.answered_at else 0,
+            # From the answer to the end of the SIP leg (or now, if the bridge ends it later): not
+            # the bot's closing handshake and grace after `stop`.
+            "duration_s": round((self.sip_ended_at or now) - self.answered_at, 3) if self.answered_at else 0,
             "ended_by": end.ended_by if end else "bridge",
             "end_reason": self.end_reason,
             "sip_status": end.code if end else 0,

@@ -74,3 +74,12 @@ def printable(text: str) -> str:
     except UnicodeEncodeError:
         return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     return text
+
+
+def message_body(message: str) -> str:
+    """What follows the header block of a SIP message."""
+    for separator in ("\r\n\r\n", "\n\n"):
+        _, found, body = message.partition(separator)
+        if found:
+            return body
+    return ""

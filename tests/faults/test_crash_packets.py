@@ -283,3 +283,22 @@ def test_a_200_never_acked_ends_the_call_at_timer_h(tmp_path: Path) -> None:
     assert 30 <= closed_after <= 36, closed_after
     assert stream.close_code == 1000 and stream.of("stop")
     assert summary["end_cause"] == "no_ack" and summary["sip_status"] == 408, summary
+
+
+def test_a_tcp_connection_whose_framing_cannot_be_trusted_is_answered_400_and_closed(tmp_path: Path) -> None:
+    """Two Content-Length values on a stream: whatever follows would be read from the wrong
+    place, so after the 400 the connection is closed; a new connection works as before."""
+    with TestBot() as bot:
+        bridge = start_bridge(tmp_path, bot.url)
+        try:
+            with Wire(bridge.sip_port, "TCP") as wire:
+                # Framed by the first (0); the second says 40.
+                wire.send(wire.request("OPTIONS", headers=["Content-Length: 0"], content_length=40))
+                got = wire.answers(3.0, until_final=False)
+            with Wire(bridge.sip_port, "TCP") as fresh:
+                again = fresh.exchange(fresh.request("OPTIONS"))
+            alive(bridge)
+        finally:
+            stop_cleanly(bridge)
+    assert [status(m) for m in got if status(m)] == [400] and got[-1] == "<closed>", got
+    assert again == 200
