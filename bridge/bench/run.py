@@ -215,7 +215,7 @@ def run_bench(run: Run, log: Any = print) -> dict[str, Any]:
         phases = [index * 20 // workers for index in range(workers)]
     for index, (port, start) in enumerate(zip(sip_ports, rtp_starts, strict=True)):
         profile = work / f"bench-{index}.yaml"
-        # Each worker's media clock at its own point of the 20 ms, as the README advises.
+        # Each worker's media clock at its own point of the 20 ms, as docs/scaling.md advises.
         phase = phases[index] if phases is not None else None
         profile.write_text(profile_yaml(run, port, bot_port, start, rtp_count, "info", phase))
         profiles.append(profile)

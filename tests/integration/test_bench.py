@@ -1,4 +1,4 @@
-"""The benchmark command works (the full capacity runs are not for CI: see README, Performance)."""
+"""The benchmark command works (the full capacity runs are not for CI: see docs/performance.md)."""
 
 from __future__ import annotations
 

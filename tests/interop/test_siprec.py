@@ -218,7 +218,8 @@ def test_siprec_without_option_tag_or_labels_is_still_taken_streams_by_order(tmp
 
 def test_pjsip_answers_400_to_a_siprec_invite_without_labels(tmp_path: Path) -> None:
     """PJSIP 2.17's own SIPREC check (Require: siprec + +sip.src) runs before the bridge: streams
-    without a=label get 400 (see README, "SIPREC from an SBC"). This pins that behaviour."""
+    without a=label get 400 (see docs/agent-assist.md, "SIPREC from an SBC or PBX"). This pins that
+    behaviour."""
     with TestBot() as bot, BridgeProcess(tmp_path, bot.url) as bridge:
         result = run_sipp(tmp_path, f"127.0.0.1:{bridge.sip_port}", "odd_siprec_no_label", timeout=20)
         assert not bot.streams
@@ -296,9 +297,9 @@ def test_forked_legs_in_stereo_share_one_socket(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not Asterisk.available(), reason="Asterisk is not built (scripts/build-asterisk.sh)")
 def test_asterisk_snoop_calls_tap_both_sides_of_a_real_call(tmp_path: Path) -> None:
-    """The README's dialplan on a real Asterisk 22: a customer (speech) and an agent (1 kHz tone)
-    talk; when the agent answers, Asterisk places one ChanSpy call per side to the registered
-    bridge with the tap headers; each socket carries its side only."""
+    """The dialplan of docs/agent-assist.md on a real Asterisk 22: a customer (speech) and an agent
+    (1 kHz tone) talk; when the agent answers, Asterisk places one ChanSpy call per side to the
+    registered bridge with the tap headers; each socket carries its side only."""
     sip_port = free_port()
     ast = Asterisk.start(tmp_path, sip_port, free_udp_range(100))
     try:
@@ -371,7 +372,7 @@ def _alignment_run(tmp_path: Path, seconds: float) -> None:
     # Within one 20 ms frame, but for the few seconds after a burst: when this machine pauses for
     # tens of ms, both jitter buffers grow by the burst and then shrink each at its own pace (PJSIP
     # adapts them separately): 2-3 beeps up to 40 ms apart in 4 of 16 runs, mostly on a loaded
-    # machine; a quiet machine gives 0 ms throughout. See README "Alignment".
+    # machine; a quiet machine gives 0 ms throughout. See docs/agent-assist.md, "Alignment".
     beyond_one_frame = [d for d in offsets if abs(d) > FRAME]
     assert all(abs(d) <= 2 * FRAME for d in offsets) and len(beyond_one_frame) <= 3, report
 
