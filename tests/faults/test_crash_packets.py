@@ -302,3 +302,48 @@ def test_a_tcp_connection_whose_framing_cannot_be_trusted_is_answered_400_and_cl
             stop_cleanly(bridge)
     assert [status(m) for m in got if status(m)] == [400] and got[-1] == "<closed>", got
     assert again == 200
+
+
+@pytest.mark.parametrize("transport", ["UDP", "TCP"])
+def test_every_answer_before_a_call_exists_leaves_the_bridge_up(tmp_path: Path, transport: str) -> None:
+    """The rest of the family of the 403 crash: the digest challenge (401), the rate limit (503),
+    capacity (503) and a codec mismatch (488), each for an INVITE with and without SDP and with
+    headers near the transport's size limit; then OPTIONS, a normal call and SIGTERM -> 0."""
+    big = [f"X-Filler-{i}: {'c' * 60}" for i in range(40)]  # ~2.8 KB of headers
+    no_codec = sdp().replace(b" 0 101\r\n", b" 18 101\r\n").replace(b"a=rtpmap:0 PCMU", b"a=rtpmap:18 G729")
+    variants: list[dict[str, object]] = [
+        {}, {"body": sdp(), "content_type": "application/sdp"}, {"headers": big}]
+    answers: dict[str, list[int]] = {}
+
+    def ask(bridge: BridgeProcess, name: str, kinds: list[dict[str, object]]) -> None:
+        for kwargs in kinds:
+            with Wire(bridge.sip_port, transport) as wire:
+                wire.send(wire.request("INVITE", **kwargs))  # type: ignore[arg-type]
+                got = wire.answers(3.0)
+                answers.setdefault(name, []).extend([status(m) for m in got if status(m) >= 200][:1])
+                wire.end_calls(got)
+
+    with TestBot(echo=True) as bot:
+        for name, profile in (
+            ("digest", {"sip": {"inbound_auth": {"username": "u", "password": "family-pw-123"}}}),
+            ("rate", {"sip": {"rate_limit": {"invites_per_second": 0.01, "burst": 1}}}),
+            ("capacity", {"sip": {"max_calls": 1}}),
+        ):
+            bridge = start_bridge(tmp_path, bot.url, profile)
+            try:
+                with Wire(bridge.sip_port, transport) as holder:  # a token spent, a slot taken
+                    holder.send(holder.request("INVITE", body=sdp(), content_type="application/sdp"))
+                    held = holder.answers(3.0)
+                    ask(bridge, name, variants)
+                    holder.end_calls(held)
+                if name == "capacity":
+                    time.sleep(1.0)
+                    ask(bridge, "codec", [{"body": no_codec, "content_type": "application/sdp"}])
+                    assert answered_call(bridge, tmp_path)
+                alive(bridge)
+            finally:
+                stop_cleanly(bridge)
+    assert answers["digest"] == [401, 401, 401], answers
+    assert answers["rate"] == [503, 503, 503], answers
+    assert answers["capacity"] == [503, 503, 503], answers
+    assert answers["codec"] == [488], answers
