@@ -11,6 +11,11 @@ import socket
 import time
 import uuid
 
+from tests.faults.rawsip import header
+from tests.faults.rawsip import status_of as status
+
+__all__ = ["Wire", "header", "request", "sdp", "status"]
+
 
 def request(method: str, port: int, *, transport: str = "UDP", uri: str | None = None,
             headers: list[str] | None = None, body: bytes = b"", content_type: str | None = None,
@@ -137,15 +142,3 @@ class Wire:
         finals = [status(m) for m in self.answers(timeout) if status(m) >= 200]
         return finals[0] if finals else 0
 
-
-def status(message: str) -> int:
-    match = re.match(r"SIP/2\.0 (\d{3})", message)
-    return int(match.group(1)) if match else 0
-
-
-def header(message: str, name: str) -> str | None:
-    for line in message.split("\r\n\r\n", 1)[0].split("\r\n")[1:]:
-        key, _, value = line.partition(":")
-        if key.strip().lower() == name.lower():
-            return value.strip()
-    return None
