@@ -461,6 +461,21 @@ public:
     }
 };
 
+/* The one conference call Python needs that pjsua2 does not offer. */
+class ConfPort {
+public:
+    /* Stop the conference calling the port in `slot` (neither direction), so its Python object
+     * can be freed: Python clears a port's attributes before the C++ destructor takes it out of
+     * the conference, and releases the GIL around that destructor; the clock thread could call
+     * the port in between. Returns at once when the slot is not in use. Takes the conference's
+     * lock: after it returns, no callback of that port is running or will run. */
+    static void disable(int slot)
+    {
+        if (slot >= 0)
+            pjsua_conf_configure_port(slot, PJMEDIA_PORT_DISABLE, PJMEDIA_PORT_DISABLE);
+    }
+};
+
 } // namespace pj
 
 #endif /* BRIDGE_SIP_GUARD_HPP */

@@ -16,7 +16,7 @@ from bridge.audio.pipe_channel import PipeChannel
 from bridge.sip import CallEnd, DtmfMethod, MediaInfo, StreamStats
 from bridge.sip.access import InboundGate
 from bridge.sip.dtmf import DtmfTracker
-from bridge.sip.ports import MediaPort
+from bridge.sip.ports import MediaPort, quiesce
 from bridge.sip.rtpwatch import RtpWatch
 from bridge.sip.settings import EngineSettings
 
@@ -94,7 +94,11 @@ class SipCall(pj.Call):  # type: ignore[misc]
 
     def release_media(self) -> None:
         """Drop the conference ports before the channels (sip thread): a PipeMediaPort's callbacks
-        use its MediaPipe until the port is destroyed."""
+        use its MediaPipe until the port is destroyed. Python ports are first taken out of the
+        conference's rounds (see bridge/sip/ports.py, _FREEING)."""
+        for port in [self.port, *self.tap_ports.values()]:
+            if isinstance(port, MediaPort):
+                quiesce(port)
         self.port = None
         self.tap_ports.clear()
         self.channel = None

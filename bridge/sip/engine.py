@@ -48,7 +48,14 @@ from bridge.sip.access import InboundGate
 from bridge.sip.calls import SipAccount, SipCall, op, tap_op
 from bridge.sip.digest import DigestAuthenticator
 from bridge.sip.message import message_body, parse_headers, printable, uri_user
-from bridge.sip.ports import NATIVE_MEDIA, NATIVE_SEND, PIPE_RING_FRAMES, UNDERRUN_GAP_FRAMES, TickPort
+from bridge.sip.ports import (
+    NATIVE_MEDIA,
+    NATIVE_SEND,
+    PIPE_RING_FRAMES,
+    UNDERRUN_GAP_FRAMES,
+    TickPort,
+    quiesce,
+)
 from bridge.sip.rtpwatch import RtpWatch
 from bridge.sip.settings import EngineSettings, RegisterParams, TlsParams
 from bridge.sip.stack import LogWriter, describe_start_error, init_stack
@@ -407,6 +414,8 @@ class SipEngine:
         self._calls.clear()
         self._free_dead()
         self._account = None
+        if self._tick_port is not None:
+            quiesce(self._tick_port)
         self._tick_port = None
         gc.collect()
         if self._ep is not None and hasattr(pj, "SipGuard"):

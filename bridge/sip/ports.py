@@ -44,8 +44,19 @@ def pin_thread_state() -> None:
 # then runs the C++ destructor, which takes the port out of the conference; SWIG releases the GIL
 # around that destructor, so the clock thread can call the port in between and find no attributes.
 # An AttributeError raised back into the director then ended in a segfault (seen at the end of a
-# demo and under SIPREC fuzzing). Each callback returns quietly instead; the destructor, which
-# takes the conference's lock, makes it the last call.
+# demo and under SIPREC fuzzing), and a call that came in while the director part of the C++
+# object was being destroyed could touch a freed object (a rarer segfault, also at a demo's end).
+# So ports are taken out of the conference's rounds before they are freed (`quiesce`, which
+# takes the conference's lock), and each callback still returns quietly if it finds no attributes.
+
+
+def quiesce(port: Any) -> None:
+    """Stop the conference calling `port` before its last reference goes (sip thread)."""
+    if hasattr(pj, "ConfPort"):
+        try:
+            pj.ConfPort.disable(port.getPortId())
+        except pj.Error:
+            pass  # not in the conference (never created, or already removed)
 
 
 class MediaPort(pj.AudioMediaPort):  # type: ignore[misc]
