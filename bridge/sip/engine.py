@@ -336,18 +336,24 @@ class SipEngine:
             except pj.Error as exc:
                 log.warning("re-registration could not be sent: %s", exc.info())
                 self._schedule_reg_retry()
-        for call in list(self._calls.values()):
+        for call in self._calls.values():
             since = call.dtmf.pending_since
             if since is not None and now - since > _DTMF_END_WAIT_S:
                 call._flush_dtmf()
-            if (call.ok_sent_at is not None and not call.answered and not call.end_reported
-                    and now - call.ok_sent_at > _ACK_WAIT_S):
-                self._ack_timeout(call)
         if now >= self._next_media_check:
             self._next_media_check = now + 1.0
             if self.gate is not None:
                 self.gate.tick(now)
             self._check_rtp(now)
+            self._check_ack(now)
+
+    def _check_ack(self, now: float) -> None:
+        """Once a second (Timer H needs no finer grain): end answered calls never ACKed."""
+        late = [call for call in self._calls.values()
+                if call.ok_sent_at is not None and not call.answered and not call.end_reported
+                and now - call.ok_sent_at > _ACK_WAIT_S]
+        for call in late:  # hanging up may remove the call from _calls: not while iterating it
+            self._ack_timeout(call)
 
     def _check_rtp(self, now: float) -> None:
         """Once a second: tell the loop about answered calls whose caller stopped sending RTP."""

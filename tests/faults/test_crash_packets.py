@@ -14,7 +14,7 @@ from tests.botlib import TestBot
 from tests.bridgelib import BridgeProcess, run_test_caller
 from tests.faults.faultlib import record, start_bridge
 from tests.faults.rawsip import RawSip
-from tests.faults.wire import Wire, header, sdp, status
+from tests.faults.wire import Wire, header, rtp, sdp, status
 
 pytestmark = [pytest.mark.timeout(120)]
 
@@ -224,11 +224,6 @@ def test_replaces_from_a_stranger_gets_the_documented_403(tmp_path: Path) -> Non
     assert code == 403
 
 
-def _rtp(seq: int, ssrc: int, payload: bytes = b"\xff" * 160) -> bytes:
-    return bytes([0x80, 0]) + seq.to_bytes(2, "big") + (seq * 160).to_bytes(4, "big") + \
-        ssrc.to_bytes(4, "big") + payload
-
-
 @pytest.mark.parametrize(("latching", "stolen"), [("first", False), ("follow", True)])
 def test_rtp_latching_a_stranger_cannot_take_a_calls_audio(tmp_path: Path, latching: str,
                                                            stolen: bool) -> None:
@@ -245,12 +240,13 @@ def test_rtp_latching_a_stranger_cannot_take_a_calls_audio(tmp_path: Path, latch
                 assert status(answer) == 200
                 port = int(answer.split("m=audio ", 1)[1].split()[0])
                 for seq in range(50):  # the caller, from its SDP address, for a second
-                    raw.rtp.sendto(_rtp(seq, 1111), ("127.0.0.1", port))
+                    raw.rtp.sendto(rtp(seq, seq * 160, 1111), ("127.0.0.1", port))
                     time.sleep(0.02)
                 for burst in range(5):  # a stranger's bursts, each quicker than the caller's packets
                     for seq in range(15):
-                        stranger.sendto(_rtp(1000 + burst * 15 + seq, 2222), ("127.0.0.1", port))
-                    raw.rtp.sendto(_rtp(50 + burst, 1111), ("127.0.0.1", port))
+                        n = 1000 + burst * 15 + seq
+                        stranger.sendto(rtp(n, n * 160, 2222), ("127.0.0.1", port))
+                    raw.rtp.sendto(rtp(50 + burst, (50 + burst) * 160, 1111), ("127.0.0.1", port))
                     time.sleep(0.1)
                 stranger.settimeout(1.0)
                 try:

@@ -16,15 +16,9 @@ import pytest
 from tests.botlib import TestBot
 from tests.faults.faultlib import record, start_bridge, undisturbed
 from tests.faults.rawsip import RawSip, status_of
-from tests.faults.wire import Wire
+from tests.faults.wire import Wire, rtp
 
 pytestmark = [pytest.mark.timeout(120)]
-
-
-def rtp(seq: int, ts: int, ssrc: int, pt: int = 0, payload: bytes = b"\xff" * 160, first: int = 0x80,
-        marker: bool = False) -> bytes:
-    return struct.pack("!BBHII", first, (0x80 if marker else 0) | pt, seq & 0xFFFF, ts & 0xFFFFFFFF,
-                       ssrc) + payload
 
 
 def garbage(rng: random.Random, seq: int) -> list[bytes]:

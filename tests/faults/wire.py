@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import re
 import socket
+import struct
 import time
 import uuid
 
 from tests.faults.rawsip import header
 from tests.faults.rawsip import status_of as status
 
-__all__ = ["Wire", "header", "request", "sdp", "status"]
+__all__ = ["Wire", "header", "request", "rtp", "sdp", "status"]
 
 
 def request(method: str, port: int, *, transport: str = "UDP", uri: str | None = None,
@@ -47,6 +48,13 @@ def sdp(port: int = 40000, *, profile: str = "RTP/AVP", ip: str = "IP4 127.0.0.1
         f"m=audio {port} {profile} 0 101\r\na=rtpmap:0 PCMU/8000\r\n"
         f"a=rtpmap:101 telephone-event/8000\r\n{extra}a=sendrecv\r\n"
     ).encode()
+
+
+def rtp(seq: int, ts: int, ssrc: int, pt: int = 0, payload: bytes = b"\xff" * 160, first: int = 0x80,
+        marker: bool = False) -> bytes:
+    """One RTP packet (version 2 unless `first` says otherwise), PCMU silence by default."""
+    return struct.pack("!BBHII", first, (0x80 if marker else 0) | pt, seq & 0xFFFF, ts & 0xFFFFFFFF,
+                       ssrc) + payload
 
 
 class Wire:
