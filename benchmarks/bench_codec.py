@@ -15,9 +15,9 @@ import json
 import timeit
 from collections.abc import Callable
 
-from bridge.agentstream.codec import MediaEncoder, decode_bot_message, encode_media
-from bridge.agentstream.events import BotMedia, StartInfo
-from bridge.agentstream.session import StreamSession
+from bridge.bot.agentstream.codec import MediaEncoder, decode_bot_message, encode_media
+from bridge.bot.agentstream.events import BotMedia, StartInfo
+from bridge.bot.agentstream.session import StreamSession
 
 SID = "MZ18ad3ab5a668481ce02b83e7395059f0"
 

@@ -115,7 +115,7 @@ def cmd_run(path: str) -> int:
 
 
 def cmd_echo_bot(host: str, port: int) -> int:
-    from bridge.echobot import run_echo_bot
+    from bridge.tools.echobot import run_echo_bot
 
     setup_logging("info", "auto")
     try:
@@ -129,7 +129,7 @@ def cmd_echo_bot(host: str, port: int) -> int:
 
 
 def cmd_demo() -> int:
-    from bridge.demo import main as demo_main
+    from bridge.tools.demo import main as demo_main
 
     setup_logging("warning", "text")
     return demo_main()
@@ -138,7 +138,7 @@ def cmd_demo() -> int:
 def cmd_status(control: tuple[str, int] | None, profile_path: str | None, once: bool, as_json: bool,
                interval: float) -> int:
     from bridge.config import DEFAULT_CONTROL_LISTEN
-    from bridge.status import run_status
+    from bridge.ops.status import run_status
 
     host, port = control or DEFAULT_CONTROL_LISTEN
     if control is None and profile_path is not None:
@@ -159,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:
         # The benchmark has its own options; argparse would take them for the top level's.
-        from bridge.bench.run import main as bench_main
+        from bridge.tools.bench.run import main as bench_main
 
         return bench_main(argv[1:])
     parser = build_parser()
@@ -179,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "status":
         return cmd_status(args.control, args.profile, args.once, args.json, args.interval)
     if args.command == "install-service":
-        from bridge.install import cmd_install_service
+        from bridge.ops.install import cmd_install_service
 
         return cmd_install_service(args.profile, args.name, args.prefix, args.python, args.force)
     parser.error(f"unknown command {args.command}")

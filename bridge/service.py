@@ -19,11 +19,11 @@ import time
 import weakref
 from typing import Any
 
-from bridge.call import BridgeCall, CallPolicy
+from bridge.audio.latency import LatencyHistogram, TickClock
+from bridge.call.bridged import BridgeCall, CallPolicy
 from bridge.config import Profile, bot_url_host_allowed, header_allowed
 from bridge.errors import BridgeError
-from bridge.latency import LatencyHistogram, TickClock
-from bridge.ops import Operations
+from bridge.ops.operations import Operations
 from bridge.sip import CallEnd, DtmfMethod, IncomingCall, MediaInfo, RegistrationState, StreamStats
 from bridge.sip.access import RateLimit
 from bridge.sip.engine import EngineSettings, RegisterParams, SipEngine, TlsParams

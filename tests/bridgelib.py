@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from bridge.demo import free_port
+from bridge.tools.demo import free_port
 
 __all__ = ["REPO", "BridgeProcess", "free_port", "run_test_caller"]
 
@@ -146,7 +146,7 @@ def run_test_caller(target: str, workdir: Path, *, wav: Path | None = None, digi
     """The built-in pjsua2 test caller as a separate process (one pjsua2 endpoint per process)."""
     port = free_port()
     heard = workdir / f"heard-{port}.wav"
-    cmd = [sys.executable, "-m", "bridge.testcaller", target, "--local-port", str(port),
+    cmd = [sys.executable, "-m", "bridge.tools.testcaller", target, "--local-port", str(port),
            "--heard", str(heard), "--hold", str(hold), "--rtp-port", str(rtp_range())]
     if wav is not None:
         cmd += ["--wav", str(wav)]

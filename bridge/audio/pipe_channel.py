@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any, NamedTuple, Protocol
 
-from bridge.latency import TICK_S
+from bridge.audio.latency import TICK_S
 
 __all__ = ["MediaPipeLike", "PipeChannel", "SendStatus"]
 

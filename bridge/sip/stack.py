@@ -13,8 +13,8 @@ from typing import Any
 
 import pjsua2 as pj
 
+from bridge.audio.latency import TICK_S
 from bridge.errors import SipStackError
-from bridge.latency import TICK_S
 from bridge.sip.access import InboundGate
 from bridge.sip.pjlog import LineBudget, shorten
 from bridge.sip.settings import EngineSettings, TlsParams

@@ -24,10 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from bridge.agentstream.events import StartInfo, StopReason
 from bridge.audio.framing import frame_bytes
 from bridge.audio.ticks import TickCounter
-from bridge.call import CallPolicy, socket_rate_and_params
+from bridge.bot.agentstream.events import StartInfo, StopReason
+from bridge.call.bridged import CallPolicy, socket_rate_and_params
 from bridge.config.tap import TapSettings
 from bridge.logs import CallLog, record
 from bridge.sip import CallEnd, IncomingCall, MediaInfo, StreamStats

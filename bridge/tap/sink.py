@@ -12,8 +12,8 @@ import asyncio
 import uuid
 from typing import Protocol
 
-from bridge.agentstream.events import ProtocolError, StartInfo, StopReason
-from bridge.call import CallPolicy
+from bridge.bot.agentstream.events import ProtocolError, StartInfo, StopReason
+from bridge.call.bridged import CallPolicy
 from bridge.errors import BotConnectError
 from bridge.logs import CallLog
 from bridge.tap.stream import TapStream

@@ -130,7 +130,7 @@ def run_caller(target: str, workdir: Path, *args: str, timeout: float = 60.0) ->
     cmd = [
         sys.executable,
         "-m",
-        "bridge.testcaller",
+        "bridge.tools.testcaller",
         target,
         "--local-port",
         str(port),

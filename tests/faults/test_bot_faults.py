@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.testcaller import echo_match, sample_utterance
+from bridge.tools.testcaller import echo_match, sample_utterance
 from tests.botlib import Stream, TestBot, tone
 from tests.bridgelib import run_test_caller
 from tests.faults.faultlib import (

@@ -20,7 +20,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge.agentstream.events import ProtocolError
+from bridge.bot.agentstream.events import ProtocolError
 from bridge.config import load_profile, parse_profile, render_profile
 from bridge.errors import ConfigError
 from bridge.sip import DtmfMethod

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from bridge.audio.g711 import ulaw_decode, ulaw_encode
-from bridge.testcaller import echo_match, sample_utterance
+from bridge.tools.testcaller import echo_match, sample_utterance
 from tests.botlib import Stream, TestBot, tone
 from tests.bridgelib import BridgeProcess, run_test_caller
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bridge.testcaller import echo_match, sample_utterance
+from bridge.tools.testcaller import echo_match, sample_utterance
 from tests.botlib import Stream, TestBot, tone
 from tests.bridgelib import REPO, BridgeProcess, free_port, run_test_caller
 

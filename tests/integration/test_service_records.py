@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from bridge.audio.g711 import ulaw_decode, ulaw_encode
-from bridge.testcaller import sample_utterance
+from bridge.tools.testcaller import sample_utterance
 from tests.botlib import Stream, TestBot, tone
 from tests.bridgelib import BridgeProcess, run_test_caller
 from tests.integration.test_call_e2e import exact_fraction, tone_seconds

@@ -490,9 +490,9 @@ def _piped_session() -> tuple[Any, Any, Any, str]:
     """A started session, and a native pipe with a sender (what a call has when it hands off)."""
     import pjsua2 as pj
 
-    from bridge.agentstream.events import StartInfo
-    from bridge.agentstream.session import StreamSession
     from bridge.audio.pipe_channel import PipeChannel
+    from bridge.bot.agentstream.events import StartInfo
+    from bridge.bot.agentstream.session import StreamSession
 
     sender = pj.MediaSender()
     pipe = pj.MediaPipe(1, pj.MediaWakeup(), 320, 64, 1, 0, 32000, 10)
@@ -506,7 +506,7 @@ def test_handed_off_socket_carries_media_events_pings_and_the_close() -> None:
     """While the pipe writes, the bot sees the pipe's media and the call's events as one numbered
     stream, the client's keepalive pings still get their pongs, and the close handshake after the
     hand-back is websockets' as usual (code 1000), with everything queued before it delivered."""
-    from bridge.pipe_writer import hand_off
+    from bridge.call.native_send import hand_off
 
     got: list[dict[str, Any]] = []
 
@@ -549,7 +549,7 @@ def test_handed_off_socket_carries_media_events_pings_and_the_close() -> None:
 def test_the_pipe_lets_go_of_a_socket_the_bot_closes() -> None:
     """The bot closes while the pipe writes: websockets answers the close (the pipe hands the
     socket back first) and the session carries on from the pipe's counters."""
-    from bridge.pipe_writer import hand_off
+    from bridge.call.native_send import hand_off
 
     async def script(ws: ServerConnection) -> None:
         for _ in range(5):

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.agentstream.codec import (
+from bridge.bot.agentstream.codec import (
     UNNUMBERED,
     MediaEncoder,
     decode_bot_message,
@@ -27,7 +27,7 @@ from bridge.agentstream.codec import (
     encode_stop,
     split_at_number,
 )
-from bridge.agentstream.events import (
+from bridge.bot.agentstream.events import (
     BotClear,
     BotIgnored,
     BotMark,

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge.agentstream.codec import decode_bot_message
-from bridge.agentstream.events import (
+from bridge.bot.agentstream.codec import decode_bot_message
+from bridge.bot.agentstream.events import (
     PROTOCOL_ERROR_KINDS,
     BotClear,
     BotIgnored,
@@ -20,7 +20,7 @@ from bridge.agentstream.events import (
     ProtocolError,
     StartInfo,
 )
-from bridge.agentstream.session import SessionStateError, StreamSession
+from bridge.bot.agentstream.session import SessionStateError, StreamSession
 
 SID = "MZ18ad3ab5a668481ce02b83e7395059f0"
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from bridge.agentstream.codec import decode_bot_message, split_at_number
-from bridge.agentstream.events import (
+from bridge.bot.agentstream.codec import decode_bot_message, split_at_number
+from bridge.bot.agentstream.events import (
     BotClear,
     BotIgnored,
     BotMark,
@@ -19,7 +19,7 @@ from bridge.agentstream.events import (
     ProtocolError,
     StartInfo,
 )
-from bridge.agentstream.session import SessionStateError, StreamSession
+from bridge.bot.agentstream.session import SessionStateError, StreamSession
 
 GOLDEN = Path(__file__).parent / "golden" / "agentstream"
 INBOUND = sorted(p.name for p in GOLDEN.glob("in_*.json"))

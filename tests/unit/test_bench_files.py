@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from bridge.bench import run as bench
+from bridge.tools.bench import run as bench
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bridge.bench.wire import pacing
+from bridge.tools.bench.wire import pacing
 
 
 def stream(count: int, *, first_seq: int = 0, late: frozenset[int] = frozenset(),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.bench.wire import media_pacing, pacing, read_pcap_rtp, read_pcap_ws_media, sample_modulus
+from bridge.tools.bench.wire import media_pacing, pacing, read_pcap_rtp, read_pcap_ws_media, sample_modulus
 from bridge.ws.frames import masked_text_frame
 
 BOT_PORT = 8766

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from bridge.control import ControlListenError, ControlServer, Response
+from bridge.ops.control import ControlListenError, ControlServer, Response
 
 
 def boom() -> Response:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bridge.errors import EXIT_CONFIG
-from bridge.install import LIMIT_NOFILE, install_service, referenced_variables, unit_text
+from bridge.ops.install import LIMIT_NOFILE, install_service, referenced_variables, unit_text
 
 REPO = Path(__file__).resolve().parents[2]
 ANALYZE = shutil.which("systemd-analyze")

@@ -15,9 +15,9 @@ import pjsua2 as pj
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bridge.audio.latency import playout_wait_ms
 from bridge.audio.pipe_channel import PipeChannel
 from bridge.audio.playout import PlayoutBuffer
-from bridge.latency import playout_wait_ms
 
 FRAME = 320
 PROBE = b"\x7f\x7f"  # two bytes of the probed bot message's audio

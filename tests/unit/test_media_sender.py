@@ -22,8 +22,8 @@ from typing import Any
 import pjsua2 as pj
 import pytest
 
-from bridge.agentstream.codec import MediaEncoder, split_at_number
 from bridge.audio.pipe_channel import PipeChannel
+from bridge.bot.agentstream.codec import MediaEncoder, split_at_number
 from bridge.ws.fastpath import MESSAGE, FrameSplitter
 
 FRAME = 320

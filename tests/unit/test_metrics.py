@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bridge.metrics import BridgeMetrics, LiveState
-from bridge.status import render_status
-from bridge.summary import END_CAUSES, end_cause, hung_up_by, iso_utc
+from bridge.call.summary import END_CAUSES, end_cause, hung_up_by, iso_utc
+from bridge.ops.metrics import BridgeMetrics, LiveState
+from bridge.ops.status import render_status
 
 
 @pytest.mark.parametrize(("outcome", "stop", "reason", "cause", "who"), [

@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 
 from bridge.audio.playout import PlayoutBuffer
-from bridge.config import RecordingSettings
-from bridge.recording import (
+from bridge.call.recording import (
     PART,
     RecordingChannel,
     RecordingError,
     RecordingStore,
     _WavWriter,
 )
+from bridge.config import RecordingSettings
 
 FRAME = 320  # 20 ms at 8 kHz
 log = logging.getLogger("test")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bridge.config import parse_profile
-from bridge.reload import changed_keys, plan_reload
+from bridge.ops.reload import changed_keys, plan_reload
 
 
 def profile(**sections: Any) -> Any:

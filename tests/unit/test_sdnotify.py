@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.sdnotify import Notifier, watchdog_interval
+from bridge.ops.sdnotify import Notifier, watchdog_interval
 
 
 def receiver(path: str) -> socket.socket:

@@ -9,7 +9,7 @@ import yaml
 
 from bridge.config import parse_profile, render_profile
 from bridge.config.tap import TapSettings
-from bridge.reload import plan_reload
+from bridge.ops.reload import plan_reload
 from tests.unit.test_config import SECRET, error_of, minimal, set_path
 
 

@@ -9,8 +9,8 @@ import json
 import numpy as np
 import pytest
 
-from bridge.agentstream.events import StartInfo
-from bridge.agentstream.session import StreamSession
+from bridge.bot.agentstream.events import StartInfo
+from bridge.bot.agentstream.session import StreamSession
 from bridge.tap.stream import TapStream
 
 FRAME = 320  # 20 ms at 8 kHz

@@ -23,21 +23,21 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from bridge.agentstream.events import BotClear, BotMark, BotMedia, ProtocolError, StartInfo
-from bridge.agentstream.session import StreamSession
 from bridge.audio.channel import MediaChannel
 from bridge.audio.framing import Chunker, frame_bytes
+from bridge.audio.latency import LatencyHistogram, TickClock, playout_wait_ms
 from bridge.audio.pipe_channel import PipeChannel
 from bridge.audio.playout import PlayoutBuffer
 from bridge.audio.resample import StreamResampler
+from bridge.bot.agentstream.events import BotClear, BotMark, BotMedia, ProtocolError, StartInfo
+from bridge.bot.agentstream.session import StreamSession
+from bridge.call.native_send import hand_off
+from bridge.call.recording import CallHooks, CallRecorder, open_channel
+from bridge.call.summary import summary_extras
 from bridge.config import RecordingSettings
 from bridge.errors import BotConnectError
-from bridge.latency import LatencyHistogram, TickClock, playout_wait_ms
 from bridge.logs import CallLog, record
-from bridge.pipe_writer import hand_off
-from bridge.recording import CallHooks, CallRecorder, open_channel
 from bridge.sip import CallEnd, DtmfMethod, IncomingCall, MediaInfo, StreamStats
-from bridge.summary import summary_extras
 from bridge.ws.client import BotLink, open_bot_link, redact_url
 
 FRAME_MS = 20  # the conference clock's frame: every call's audio moves in these steps

@@ -13,9 +13,9 @@ socket is closing or gone) the session carries on from the sender's counters.
 
 from __future__ import annotations
 
-from bridge.agentstream.codec import split_at_number
-from bridge.agentstream.session import StreamSession
 from bridge.audio.pipe_channel import PipeChannel
+from bridge.bot.agentstream.codec import split_at_number
+from bridge.bot.agentstream.session import StreamSession
 from bridge.ws.client import BotLink
 
 __all__ = ["PipeWriter", "hand_off"]

@@ -17,8 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bridge.echobot import EchoBot, start_echo_bot
-from bridge.testcaller import CallResult, echo_match, place_call, sample_utterance
+from bridge.tools.echobot import EchoBot, start_echo_bot
+from bridge.tools.testcaller import CallResult, echo_match, place_call, sample_utterance
 
 DIGITS = "1234#"
 

@@ -18,7 +18,7 @@ from typing import Any
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-log = logging.getLogger("bridge.echobot")
+log = logging.getLogger("bridge.tools.echobot")
 
 MARK_EVERY_MESSAGES = 10
 

@@ -19,17 +19,17 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from bridge import __version__
+from bridge.call.recording import CallRecorder, RecordingError, RecordingStore
 from bridge.config import Profile, RecordingSettings, load_profile
-from bridge.control import ControlServer, Response
 from bridge.errors import ConfigError
-from bridge.metrics import CONTENT_TYPE, BridgeMetrics, LiveState, call_counters
-from bridge.recording import CallRecorder, RecordingError, RecordingStore
-from bridge.reload import plan_reload
-from bridge.sdnotify import Notifier, watchdog_interval
+from bridge.ops.control import ControlServer, Response
+from bridge.ops.metrics import CONTENT_TYPE, BridgeMetrics, LiveState, call_counters
+from bridge.ops.reload import plan_reload
+from bridge.ops.sdnotify import Notifier, watchdog_interval
 from bridge.sip import DtmfMethod, RegistrationState
 
 if TYPE_CHECKING:
-    from bridge.call import BridgeCall, CallPolicy
+    from bridge.call.bridged import BridgeCall, CallPolicy
     from bridge.service import Bridge
     from bridge.sip.engine import SipEngine
 

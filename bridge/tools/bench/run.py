@@ -27,8 +27,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from bridge.bench.wire import media_pacing, pacing, read_pcap_rtp, read_pcap_ws_media, sample_modulus
-from bridge.demo import free_port
+from bridge.tools.bench.wire import media_pacing, pacing, read_pcap_rtp, read_pcap_ws_media, sample_modulus
+from bridge.tools.demo import free_port
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -227,7 +227,7 @@ def run_bench(run: Run, log: Any = print) -> dict[str, Any]:
         [
             sys.executable,
             "-m",
-            "bridge.bench.loadbot",
+            "bridge.tools.bench.loadbot",
             "--listen",
             f"127.0.0.1:{bot_port}",
             "--out",

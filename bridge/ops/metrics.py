@@ -24,11 +24,11 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
 from bridge import __version__
+from bridge.call.summary import END_CAUSES
 from bridge.sip import REFUSED_REQUEST_REASONS
-from bridge.summary import END_CAUSES
 
 if TYPE_CHECKING:
-    from bridge.call import BridgeCall
+    from bridge.call.bridged import BridgeCall
 
 __all__ = ["CONTENT_TYPE", "BridgeMetrics", "CallCounters", "LiveState", "call_counters"]
 

@@ -44,7 +44,7 @@ from bridge.errors import EXIT_UNAVAILABLE, BridgeError
 from bridge.logs import CallLog
 
 if TYPE_CHECKING:
-    from bridge.call import BridgeCall
+    from bridge.call.bridged import BridgeCall
 
 log = logging.getLogger("bridge.recording")
 

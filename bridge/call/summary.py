@@ -11,7 +11,7 @@ import time
 from typing import TYPE_CHECKING, Final, Literal
 
 if TYPE_CHECKING:
-    from bridge.call import BridgeCall
+    from bridge.call.bridged import BridgeCall
 
 EndCause = Literal[
     "caller_hangup",  # the caller hung up an answered call

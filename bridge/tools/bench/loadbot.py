@@ -1,6 +1,6 @@
 """The benchmark's bot: echoes audio like a real bot, marks and clears now and then, and times it all.
 
-Runs as its own process (`python -m bridge.bench.loadbot --listen HOST:PORT --out FILE`) so its
+Runs as its own process (`python -m bridge.tools.bench.loadbot --listen HOST:PORT --out FILE`) so its
 CPU is not the bridge's. For every stream it checks the media clock: each `media` event should
 arrive `chunk` durations after the first one; one arriving more than a frame (20 ms) later than
 the stream's typical lag is late, a gap in `timestamp` is missing audio. Mark round trips are
@@ -240,7 +240,7 @@ async def main_async(host: str, port: int, out: str, mark_every_s: float, clear_
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bridge.bench.loadbot")
+    parser = argparse.ArgumentParser(prog="python -m bridge.tools.bench.loadbot")
     parser.add_argument("--listen", default="127.0.0.1:8766")
     parser.add_argument("--out", required=True)
     parser.add_argument("--mark-every", type=float, default=2.0)

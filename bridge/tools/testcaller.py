@@ -220,12 +220,12 @@ def _read_wav_8k(path: str) -> bytes:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m bridge.testcaller URI ...`: one call; prints a JSON result line."""
+    """`python -m bridge.tools.testcaller URI ...`: one call; prints a JSON result line."""
     import argparse
     import json
     import logging
 
-    parser = argparse.ArgumentParser(prog="python -m bridge.testcaller")
+    parser = argparse.ArgumentParser(prog="python -m bridge.tools.testcaller")
     parser.add_argument("target")
     parser.add_argument("--local-port", type=int, required=True)
     parser.add_argument("--local-ip", default="127.0.0.1", help="address to call from")

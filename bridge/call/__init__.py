@@ -1,0 +1,1 @@
+"""One bridged call: its lifecycle, the policy it runs under, its recording and its summary."""
