@@ -11,6 +11,7 @@ import concurrent.futures
 import itertools
 import json
 import random
+import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -305,3 +306,61 @@ def test_fuzzed_requests_never_get_a_500_or_the_token(tmp_path: Path) -> None:
                 assert TOKEN not in text and "Traceback" not in text
 
     serve(tmp_path, test)
+
+
+def test_the_call_command_follows_a_call_to_its_end(tmp_path: Path) -> None:
+    from bridge.ops.call_command import place_call
+
+    async def test(http: aiohttp.ClientSession, base: str, backend: Backend) -> None:
+        loop = asyncio.get_running_loop()
+        lines: list[str] = []
+
+        async def progress(answered: bool) -> None:
+            while not backend.records or list(backend.records.values())[-1].ended:
+                await asyncio.sleep(0.01)
+            record = list(backend.records.values())[-1]
+            for status in ("ringing", "in-progress", "completed") if answered else ("ringing", "busy"):
+                await asyncio.sleep(0.3)
+                record.status = status  # type: ignore[assignment]
+                if status == "in-progress":
+                    record.answered_at = time.time()
+                if status in ("completed", "busy"):
+                    record.ended_at = time.time()
+                    record.end_reason = "hangup" if answered else "busy"
+
+        def command(wait: bool = True) -> int:
+            return place_call(
+                base, TOKEN, {"to": "+918012345678"}, wait=wait, say=lines.append, warn=lines.append
+            )
+
+        follow = asyncio.ensure_future(progress(True))
+        assert await loop.run_in_executor(None, command) == 0
+        await follow
+        assert lines[1:3] == ["ringing", "in-progress"] and lines[3].startswith("completed (completed, 0.")
+        assert lines[3].endswith(" s, hangup)")
+        lines.clear()
+        follow = asyncio.ensure_future(progress(False))
+        assert await loop.run_in_executor(None, command) == 1
+        await follow
+        assert lines[1:] == ["ringing", "completed (busy, 0 s, busy)"]
+        lines.clear()
+        backend.refuse = ApiError("draining", "the bridge is stopping")
+        assert await loop.run_in_executor(None, command) == 1 and "draining" in lines[0]
+
+    serve(tmp_path, test)
+
+
+def test_the_call_command_says_when_the_api_is_unreachable() -> None:
+    from bridge.ops.call_command import place_call
+
+    lines: list[str] = []
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        assert (
+            place_call(
+                f"http://127.0.0.1:{port}", TOKEN, {"to": "1"}, wait=True, say=lines.append, warn=lines.append
+            )
+            == 69
+        )
+    assert "cannot reach the bridge's API" in lines[0]
