@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from bridge.config import BotSettings, Profile, RecordingSettings, Secret, parse_bot_url
+from bridge.config import BotSettings, Profile, RecordingSettings, demo_profile
 from bridge.ws.client import BotLinkSettings
 from bridge.ws.tls import bot_ssl_context
 
@@ -27,9 +27,9 @@ class CallPolicy:
     link: BotLinkSettings  # how the bot's socket is opened (headers revealed, TLS context built)
     socket_rate: int  # bot.url's sample rate
     url_params: Mapping[str, str]  # bot.url's other query parameters (they go into `start`)
-    clock_rate: int = 8000  # media.clock_rate: the conference's rate
-    forward_headers: tuple[str, ...] = ("X-*",)  # SIP headers copied into `start` (sip.forward_headers)
-    recording: RecordingSettings | None = None  # None: this call is not recorded
+    clock_rate: int  # media.clock_rate: the conference's rate
+    forward_headers: tuple[str, ...]  # SIP headers copied into `start` (sip.forward_headers)
+    recording: RecordingSettings | None  # None: this call is not recorded
 
     @classmethod
     def from_profile(cls, profile: Profile) -> CallPolicy:
@@ -48,13 +48,10 @@ class CallPolicy:
 
     @classmethod
     def for_url(cls, url: str, **changes: Any) -> CallPolicy:
-        """A policy of the default profile for a bot at `url` (tests, tools); `changes` replace
-        fields of the bot section (e.g. ``chunk_ms=100``) or of the policy (e.g. ``clock_rate``)."""
-        parsed = parse_bot_url(url)
+        """The default profile's policy for a bot at `url` (tests, tools); `changes` replace fields
+        of the bot section (e.g. ``chunk_ms=100``) or of the policy (e.g. ``clock_rate``)."""
+        policy = cls.from_profile(demo_profile(5060, url))
         own = {name: changes.pop(name) for name in list(changes) if name in cls.__dataclass_fields__}
-        bot = BotSettings(url=Secret(url), url_redacted=parsed.redacted, sample_rate=parsed.sample_rate,
-                          query_parameters=parsed.query_parameters)
-        bot = replace(bot, **changes)
-        policy = cls(bot=bot, bot_url=url, link=BotLinkSettings.of(bot), socket_rate=bot.sample_rate,
-                     url_params=dict(bot.query_parameters))
-        return replace(policy, **own)
+        bot = replace(policy.bot, **changes)
+        link = BotLinkSettings.of(bot, ssl_context=policy.link.ssl_context)
+        return replace(policy, bot=bot, link=link, **own)

@@ -43,18 +43,19 @@ class SipAction(enum.Enum):
 
 
 class EndCause(enum.Enum):
-    """How a call ended. The value is the metrics label and log search key (a small fixed
-    vocabulary); two causes share `bot_unreachable` (rejected or redirected)."""
+    """How a call ended. `label` is the metrics label and log search key (a small fixed
+    vocabulary, `END_CAUSES`): two causes share `bot_unreachable` (rejected or redirected), and a
+    stop while connecting counts as `caller_abandoned`, as it always has."""
 
     CALLER_HANGUP = ("caller_hangup", "answered", CallerHungUp.stop_reason, "caller", SipAction.NOTHING, None)
-    # The caller never ACKed the 200: the leg ended after 64*T1 (32 s) with 408.
-    NO_ACK = ("no_ack", "answered", CallerHungUp.stop_reason, "caller", SipAction.NOTHING, 408)
     # The caller hung up before the answer (the bot was connecting).
     CALLER_ABANDONED = ("caller_abandoned", "abandoned", None, "caller", SipAction.NOTHING, None)
     # The bridge stopped while the bot was connecting: 503 with Retry-After. Reported as an
     # abandoned call, as it always was (see BRIDGE_STOP for a stop after the answer).
     STOPPED_CONNECTING = ("caller_abandoned", "abandoned", None, "caller", SipAction.REJECT,
                           BridgeStopping.sip_status)
+    # The caller never ACKed the 200: the leg ended after 64*T1 (32 s) with 408.
+    NO_ACK = ("no_ack", "answered", CallerHungUp.stop_reason, "caller", SipAction.NOTHING, 408)
     BOT_HANGUP = ("bot_hangup", "answered", None, "bot", SipAction.BYE, None)
     BOT_TRANSFER = ("bot_transfer", "answered", None, "bot", SipAction.REFER, None)
     # The bot could not be reached: rejected with bot.on_unreachable.sip_status (503 unless set).
@@ -106,6 +107,7 @@ class CallState:
         self.on_unreachable = on_unreachable or UnreachablePolicy()
         self.on_close = on_close or ClosePolicy()
         self.phase = Phase.CONNECTING
+        self.answered = False  # the bot connected and the call was answered
         self.ending: Ending | None = None
         self.caller_left = False  # the SIP leg ended (BYE, CANCEL, 408...)
         self.stop_wanted = False  # the bridge asked the stream to end
@@ -123,7 +125,7 @@ class CallState:
     def outcome(self) -> Outcome:
         if self.ending is not None:
             return self.ending.cause.outcome
-        return "answered" if self.phase is not Phase.CONNECTING else "pending"
+        return "answered" if self.answered else "pending"
 
     @property
     def end_reason(self) -> str:
@@ -137,7 +139,7 @@ class CallState:
         """The cause for the summary: decided, or ERROR/OTHER for a call whose task ended early."""
         if self.ending is not None:
             return self.ending.cause
-        return EndCause.OTHER if self.phase is not Phase.CONNECTING else EndCause.ERROR
+        return EndCause.OTHER if self.answered else EndCause.ERROR
 
     # ---- events ---------------------------------------------------------------------------
 
@@ -156,6 +158,7 @@ class CallState:
         """The bot's socket is open: `connected` and `start` go out and the call is answered."""
         self._require(Phase.CONNECTING)
         self.phase = Phase.STREAMING
+        self.answered = True
 
     def connect_interrupted(self) -> Ending:
         """The caller hung up, or the bridge stopped, before the bot's socket opened."""

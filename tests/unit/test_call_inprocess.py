@@ -23,6 +23,7 @@ from bridge.audio.pipe_channel import PipeChannel
 from bridge.call.bridged import BridgeCall
 from bridge.call.link import CallLink
 from bridge.call.policy import CallPolicy
+from bridge.config import demo_profile
 from bridge.config.guard import BotGuard
 from bridge.config.model import ClosePolicy, UnreachablePolicy
 from bridge.errors import BotConnectError
@@ -158,9 +159,9 @@ class FakeLink:
         return [message for message in self.sent if message["event"] == event]
 
 
-def incoming(**headers: str) -> IncomingCall:
-    return IncomingCall(1, "call-1@test", "sip:alice@test", "sip:bot@test", "alice", "bot", "127.0.0.1:5060",
-                        headers=tuple(headers.items()))
+def incoming(handle: int = 1, **headers: str) -> IncomingCall:
+    return IncomingCall(handle, f"call-{handle}@test", "sip:alice@test", "sip:bot@test", "alice", "bot",
+                        "127.0.0.1:5060", headers=tuple(headers.items()))
 
 
 def policy(**changes: Any) -> CallPolicy:
@@ -175,7 +176,7 @@ class Harness:
 
     def __init__(self, call_policy: CallPolicy, *, link: FakeLink | None = None,
                  connect: Callable[[], Coroutine[Any, Any, CallLink]] | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+                 headers: dict[str, str] | None = None, handle: int = 1) -> None:
         self.sip = FakeSip()
         self.link = link or FakeLink()
 
@@ -184,7 +185,7 @@ class Harness:
         async def open_link(url: str, settings: BotLinkSettings, *, logger: Any = None) -> CallLink:
             return await connect() if connect is not None else fake
 
-        self.call = BridgeCall(incoming(**(headers or {})), call_policy, self.sip, lambda: None,
+        self.call = BridgeCall(incoming(handle, **(headers or {})), call_policy, self.sip, lambda: None,
                                open_link=open_link)
         self.sip.call = self.call
         self.task: asyncio.Task[None] | None = None
@@ -480,13 +481,21 @@ async def test_oversized_bot_message_closes_with_1009() -> None:
 
 @in_loop
 async def test_drain_stops_every_call() -> None:
-    calls = [Harness(policy()) for _ in range(3)]
+    """The service's drain (shutdown): `stop` stopped and BYE on every call in progress."""
+    # Imported here: the service imports the SIP engine (pjsua2); the other tests here need neither.
+    from bridge.service import Bridge
+
+    calls = [Harness(policy(), handle=handle) for handle in (1, 2, 3)]
+    bridge = Bridge(demo_profile(5060, BOT_URL))
     for h in calls:
         await h.start()
-    for h in calls:  # what the service's drain does
-        h.call.request_stop("bridge shutting down")
-    summaries = await asyncio.gather(*(h.done() for h in calls))
+        assert h.task is not None
+        bridge.calls[h.call.handle] = h.call
+        bridge.tasks[h.call.handle] = h.task
+    await bridge._drain(2.0)
+    summaries = [h.call.summary for h in calls]
     assert [s["end_cause"] for s in summaries] == ["bridge_stop"] * 3
+    assert [s["end_reason"] for s in summaries] == ["bridge shutting down"] * 3
     assert all(h.link.of("stop")[0]["stop"]["reason"] == "stopped" for h in calls)
     assert all(h.sip.names()[-1] == "hangup" for h in calls)
 

@@ -22,6 +22,15 @@ def test_a_new_call_is_connecting_and_pending() -> None:
     assert state.final_cause() is EndCause.ERROR  # a task that died here: a bug
 
 
+def test_a_call_whose_task_died_connecting_is_an_error_and_answered_one_other() -> None:
+    state = CallState()
+    state.finished()
+    assert (state.outcome, state.final_cause()) == ("pending", EndCause.ERROR)
+    state = streaming()
+    state.finished()
+    assert (state.outcome, state.final_cause()) == ("answered", EndCause.OTHER)
+
+
 def test_bot_connected_answers() -> None:
     state = streaming()
     assert state.phase is Phase.STREAMING and state.outcome == "answered"

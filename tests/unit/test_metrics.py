@@ -34,7 +34,7 @@ def test_end_cause_and_who_hung_up(cause: EndCause, outcome: str, stop: str | No
 
 
 def test_end_cause_labels_are_the_metrics_vocabulary() -> None:
-    assert END_CAUSES == ("caller_hangup", "no_ack", "caller_abandoned", "bot_hangup", "bot_transfer",
+    assert END_CAUSES == ("caller_hangup", "caller_abandoned", "no_ack", "bot_hangup", "bot_transfer",
                           "bot_unreachable", "bridge_stop", "error", "other")
 
 
