@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from bridge.audio.channel import MediaChannel
-from bridge.audio.framing import Chunker, frame_bytes
+from bridge.audio.framing import FRAME_MS, Chunker, frame_bytes
 from bridge.audio.latency import LatencyHistogram, TickClock, playout_wait_ms
 from bridge.audio.pipe_channel import PipeChannel
 from bridge.audio.playout import PlayoutBuffer
@@ -39,8 +39,6 @@ from bridge.errors import BotConnectError
 from bridge.logs import CallLog, record
 from bridge.sip import CallEnd, DtmfMethod, IncomingCall, MediaInfo, StreamStats
 from bridge.ws.client import BotLink, open_bot_link, redact_url
-
-FRAME_MS = 20  # the conference clock's frame: every call's audio moves in these steps
 
 log = logging.getLogger("bridge.call")
 

@@ -13,15 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from bridge.audio.framing import Chunker, frame_bytes
+from bridge.audio.framing import FRAME_MS, Chunker, frame_bytes
 from bridge.audio.resample import StreamResampler
 from bridge.bot.agentstream.events import StartInfo, StopReason
 from bridge.bot.agentstream.session import StreamSession
 from bridge.tap.layout import interleave
 
 __all__ = ["TapStream"]
-
-FRAME_MS = 20
 
 
 class TapStream:
