@@ -17,7 +17,7 @@ from typing import Final, Literal, cast
 
 from bridge.config.base import REDACTED, RegisterSettings, Secret
 from bridge.config.syntax import parse_listen, parse_sip_uri
-from bridge.config.values import MISSING, Context, Section
+from bridge.config.values import MISSING, Context, Section, clean_text
 from bridge.errors import ConfigError
 
 SrtpUse = Literal["optional", "mandatory", "disabled"]
@@ -33,6 +33,9 @@ SIP_GUARD_KEYS: Final = ("allow_from", "rate_limit", "inbound_auth", "tls", "srt
 BOT_GUARD_KEYS: Final = ("stall_timeout", "ping_interval", "ping_timeout", "tls")
 MEDIA_GUARD_KEYS: Final = ("rtp_timeout",)
 
+# What an inbound-auth user name may not hold (it is quoted in Digest headers), and a file path.
+_USER_NAME_UNSAFE_RE: Final = re.compile(r'[\s"\\\x00-\x1f\x7f]')
+_NUL_RE: Final = re.compile("\x00")
 _HOST_RE: Final = re.compile(r"(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
                              r"(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?")
 
@@ -151,9 +154,10 @@ def _rate_limit(sec: Section) -> RateLimitSettings:
 
 def _inbound_auth(ctx: Context, sec: Section) -> InboundAuthSettings:
     user_key = sec.key("username")
-    username = ctx.text(user_key, sec.required("username", "a user name"), "a non-empty string").value.strip()
-    if not username or re.search(r'[\s"\\\x00-\x1f\x7f]', username):
-        raise ConfigError(user_key, "expected a non-empty user name without spaces, quotes or backslashes")
+    username_text = ctx.text(user_key, sec.required("username", "a user name"), "a non-empty string")
+    username = clean_text(user_key, username_text.value,
+                          "expected a non-empty user name without spaces, quotes or backslashes",
+                          unsafe=_USER_NAME_UNSAFE_RE)
     pw_key = sec.key("password")
     password = ctx.text(pw_key, sec.required("password", "a string (the password callers must prove)"),
                         'a string (quote it: password: "...")', secret=True).value
@@ -179,10 +183,7 @@ def _file(ctx: Context, sec: Section, name: str, *, required: bool) -> str | Non
         if nullable is None:
             return None
         text = nullable
-    path = text.value.strip()
-    if not path or "\x00" in path:
-        raise ConfigError(sec.key(name), f"expected {expected}, got {text.shown}")
-    return path
+    return clean_text(sec.key(name), text.value, f"expected {expected}, got {text.shown}", unsafe=_NUL_RE)
 
 
 def _sip_tls(ctx: Context, sec: Section) -> SipTlsSettings:
