@@ -123,12 +123,8 @@ def _parse_transfer_to(ctx: Context, sec: Section, action: str) -> str | None:
 
 def _parse_bot(ctx: Context, sec: Section) -> BotSettings:
     url_key = sec.key("url")
-    url_text = ctx.text(
-        url_key,
-        sec.required("url", 'a ws:// or wss:// URL, e.g. "wss://bot.example.com/stream"'),
-        "a ws:// or wss:// URL",
-        secret=True,
-    )
+    url_text = sec.required_text("url", "a ws:// or wss:// URL", secret=True,
+                                 missing='a ws:// or wss:// URL, e.g. "wss://bot.example.com/stream"')
     raw_url = cast(str, sec.raw("url"))
     bot_url = parse_bot_url(url_text.value.strip(), key=url_key, raw=raw_url.strip())
     ctx.warnings.extend(bot_url.warnings)

@@ -43,21 +43,14 @@ def _parse_register(ctx: Context, sec: Section) -> RegisterSettings:
     assert registrar_uri is not None
 
     username_key = sec.key("username")
-    username = ctx.text(
-        username_key,
-        sec.required("username", "a non-empty string"),
-        'a non-empty string (quote numbers: username: "1001")',
-    )
+    username = sec.required_text("username", 'a non-empty string (quote numbers: username: "1001")',
+                                 missing="a non-empty string")
     clean_text(username_key, username.value, f"expected a user name without spaces, got {username.shown}",
                unsafe=SPACE_OR_CONTROL_RE, strip=False, empty="expected a non-empty string, got an empty one")
 
     password_key = sec.key("password")
-    password = ctx.text(
-        password_key,
-        sec.required("password", "a string (the SIP password)"),
-        'a string (quote it: password: "...")',
-        secret=True,
-    )
+    password = sec.required_text("password", 'a string (quote it: password: "...")', secret=True,
+                                 missing="a string (the SIP password)")
     clean_text(password_key, password.value,
                "expected a password without control characters (newline, tab, ...)",
                strip=False, blank_is_empty=False, empty="expected a non-empty password, got an empty one")
@@ -137,11 +130,7 @@ def _distinct_choices(
 
 def parse_sip(ctx: Context, sec: Section) -> SipSettings:
     listen_key = sec.key("listen")
-    listen = ctx.text(
-        listen_key,
-        sec.required("listen", '"HOST:PORT", e.g. "0.0.0.0:5060"'),
-        '"HOST:PORT", e.g. "0.0.0.0:5060"',
-    )
+    listen = sec.required_text("listen", '"HOST:PORT", e.g. "0.0.0.0:5060"')
     listen_host, listen_port = parse_listen(listen_key, listen)
 
     transports = _distinct_choices(ctx, sec, "transports", TRANSPORTS, "transport")

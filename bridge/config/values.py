@@ -340,6 +340,13 @@ class Section:
             raise ConfigError(self.key(name), f"required key is missing; expected {expected}")
         return value
 
+    def required_text(self, name: str, expected: str, *, missing: str | None = None,
+                      secret: bool = False) -> Text:
+        """A required string; `missing` is what the message for an absent key expects (default:
+        `expected`), for a hint that only a wrongly typed value needs (such as quoting numbers)."""
+        value = self.required(name, expected if missing is None else missing)
+        return self.ctx.text(self.key(name), value, expected, secret=secret)
+
     def optional(self, name: str, expected: str, default: object) -> object:
         """The value, or MISSING when absent; an explicit null for a non-nullable key is an error."""
         value = self.data.get(name, MISSING)

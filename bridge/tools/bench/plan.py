@@ -78,43 +78,30 @@ def loadbot_command(run: Run, bot_port: int, bot_out: Path) -> list[str]:
     ]
 
 
+def dumpcap_command(pcap: Path, capture_filter: str, stops: list[str],
+                    snaplen: int | None = None) -> list[str]:
+    """A capture on loopback into `pcap`, in pcap rather than pcapng format (-P: what wire.py
+    reads), ending at the first of `stops` (-a)."""
+    argv = ["dumpcap", "-q", "-i", "lo", "-P"]
+    if snaplen is not None:
+        argv += ["-s", str(snaplen)]
+    argv += ["-w", str(pcap), "-f", capture_filter]
+    for stop in stops:
+        argv += ["-a", stop]
+    return argv
+
+
 def rtp_capture_command(run: Run, pcap: Path, rtp_start: int, ramp: float) -> list[str]:
     """The bridge's RTP of the first `SAMPLED_CALLS` calls' ports, headers only."""
-    return [
-        "dumpcap",
-        "-q",
-        "-i",
-        "lo",
-        "-P",
-        "-s",
-        "96",
-        "-w",
-        str(pcap),
-        "-f",
-        f"udp and src portrange {rtp_start}-{rtp_start + 4 * SAMPLED_CALLS}",
-        "-a",
-        f"duration:{int(run.duration + ramp + 10)}",
-    ]
+    return dumpcap_command(pcap, f"udp and src portrange {rtp_start}-{rtp_start + 4 * SAMPLED_CALLS}",
+                           [f"duration:{int(run.duration + ramp + 10)}"], snaplen=96)
 
 
 def ws_capture_command(run: Run, ws_pcap: Path, bot_port: int, ramp: float) -> list[str]:
     """About `SAMPLED_STREAMS` of the bot's streams (chosen by source port), whole frames."""
     every = sample_modulus(run.calls, SAMPLED_STREAMS)
-    return [
-        "dumpcap",
-        "-q",
-        "-i",
-        "lo",
-        "-P",
-        "-w",
-        str(ws_pcap),
-        "-f",
-        f"tcp dst port {bot_port} and (tcp[0:2] % {every}) = 0",
-        "-a",
-        f"duration:{int(run.duration + ramp + 10)}",
-        "-a",
-        f"filesize:{WS_CAPTURE_KB}",
-    ]
+    return dumpcap_command(ws_pcap, f"tcp dst port {bot_port} and (tcp[0:2] % {every}) = 0",
+                           [f"duration:{int(run.duration + ramp + 10)}", f"filesize:{WS_CAPTURE_KB}"])
 
 
 def sipp_command(run: Run, work: Path, target_port: int, sipp_port: int, sipp_media: int,
