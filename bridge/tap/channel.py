@@ -13,7 +13,6 @@ from collections.abc import Callable
 from bridge.audio.channel import MediaChannel
 from bridge.audio.framing import RING_FRAMES
 from bridge.audio.playout import PlayoutBuffer
-from bridge.audio.ring import ring_lapped, ring_span
 from bridge.audio.ticks import TickCounter
 
 __all__ = ["TapChannel"]
@@ -47,18 +46,12 @@ class TapChannel(MediaChannel):
 
         Frames the clock thread overwrote before the loop read them are counted in
         `rx_overrun_frames` and left out (their ticks with them: the aligner pads the gap)."""
-        span = ring_span(self.rx_read, self.rx_written, self._ring_frames)
+        span = self._rx_span(1)
         if span is None:
             return [], b""
-        start, end, overrun = span
-        self.rx_overrun_frames += overrun
+        start, end = span
         n = self._ring_frames
+        # Read before the PCM: the lap check after its copy then covers the ticks as well.
         ticks = [self._rx_ticks[i % n] for i in range(start, end)]
-        data = b"".join(self._rx_slots[i % n] for i in range(start, end))
-        lapped = ring_lapped(start, self.rx_written, n)
-        if lapped:
-            self.rx_overrun_frames += lapped
-            ticks = ticks[lapped:]
-            data = data[lapped * self.frame_bytes :]
-        self.rx_read = end
-        return ticks, data
+        data, lapped = self._rx_copy(start, end)
+        return (ticks[lapped:] if lapped else ticks), data
