@@ -109,10 +109,8 @@ def stop_all(captures: list[subprocess.Popen[bytes] | None], bridges: list[subpr
     bridges (their shutdown records hold the latency figures), the front and the load bot (which
     writes its figures on SIGTERM)."""
     for dump in captures:
-        if dump is not None and dump.poll() is None:
-            dump.send_signal(signal.SIGINT)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                dump.wait(10)
+        if dump is not None:
+            _signal_and_wait(dump, signal.SIGINT, 10)
     for bridge in bridges:
         if bridge.poll() is None:
             bridge.send_signal(signal.SIGTERM)
@@ -121,11 +119,14 @@ def stop_all(captures: list[subprocess.Popen[bytes] | None], bridges: list[subpr
             bridge.wait(60)
         except subprocess.TimeoutExpired:
             bridge.kill()
-    if front is not None and front.poll() is None:
-        front.send_signal(signal.SIGTERM)
+    if front is not None:
+        _signal_and_wait(front, signal.SIGTERM, 10)
+    _signal_and_wait(bot, signal.SIGTERM, 30)
+
+
+def _signal_and_wait(proc: subprocess.Popen[bytes], sig: signal.Signals, timeout: float) -> None:
+    """Signal a process still running and give it `timeout` s to end (and left running after that)."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
         with contextlib.suppress(subprocess.TimeoutExpired):
-            front.wait(10)
-    if bot.poll() is None:
-        bot.send_signal(signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            bot.wait(30)
+            proc.wait(timeout)
