@@ -118,13 +118,6 @@ class TapStream:
         session, chunker = self.session, self._chunker
         if session is None or chunker is None:
             return []
-        out = []
         rest = chunker.flush()
-        if rest:
-            text = session.media(rest)
-            if text is not None:
-                out.append(text)
-        stop = session.stop(reason)
-        if stop is not None:
-            out.append(stop)
-        return out
+        texts = (session.media(rest) if rest else None, session.stop(reason))
+        return [text for text in texts if text is not None]
