@@ -351,11 +351,9 @@ class BridgeCall:
         return StreamSession(info, chunk_ms=bot.chunk_ms, max_message_bytes=bot.max_message_bytes,
                              warn_message_bytes=bot.warn_message_bytes)
 
-    def _start_stream(self, link: CallLink, rate: int, url_params: dict[str, str]) -> None:
+    def _make_channel(self) -> MediaChannel | PipeChannel:
+        """The call's audio channel (native when the engine has the pipe), with its recorder."""
         policy = self.policy
-        session = self.session = self._open_session(rate, url_params)
-        link.send_nowait(session.connected())
-        link.send_nowait(session.start())
         clock = policy.clock_rate
         frame = frame_bytes(clock, FRAME_MS)
         prebuffer = frame_bytes(clock, policy.bot.prebuffer_ms)
@@ -366,19 +364,33 @@ class BridgeCall:
         settings = policy.recording
         if settings is not None and settings.enabled and self.hooks is not None:
             self.recorder = self.hooks.new_recorder(settings, self, frame)
-        channel = open_channel(frame, playout, self._notify_media, recorder=self.recorder, native=native)
+        return open_channel(frame, playout, self._notify_media, recorder=self.recorder, native=native)
+
+    def _start_stream(self, link: CallLink, rate: int, url_params: dict[str, str],
+                      channel: MediaChannel | PipeChannel | None = None) -> None:
+        """`connected` and `start` to the bot, the pump running; an inbound call is answered here
+        (an outbound one was answered by the callee and brings the channel it dialled with)."""
+        policy = self.policy
+        session = self.session = self._open_session(rate, url_params)
+        link.send_nowait(session.connected())
+        link.send_nowait(session.start())
+        answer = channel is None
+        if channel is None:
+            channel = self._make_channel()
         pump = self._pump = MediaPump(channel, session, link, policy, rate, self.probes, self.state,
                                       self._stop, self.log)
         self._inbox = BotInbox(session, link, pump, self.stream_sid, policy.bot.warn_message_bytes, self.log)
         pump.running = True
         self.state.bot_connected()
-        self.sip.answer(self.handle, channel)
+        if answer:
+            self.sip.answer(self.handle, channel)
         # Caller audio straight from the pipe's sender thread when nothing between the
         # conference and the socket needs Python (no resampling, no TLS).
         sender = (isinstance(channel, PipeChannel) and isinstance(link, BotLink)
                   and pump.rx_resampler is None and hand_off(channel, session, link, rate))
-        self.log.info("bot connected (%s, %d Hz%s); answering", redact_url(self.bot_url), rate,
-                      ", caller audio from the native sender" if sender else "")
+        self.log.info("bot connected (%s, %d Hz%s)%s", redact_url(self.bot_url), rate,
+                      ", caller audio from the native sender" if sender else "",
+                      "; answering" if answer else "")
 
     async def _converse(self, link: CallLink) -> None:
         assert self._inbox is not None

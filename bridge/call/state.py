@@ -22,7 +22,7 @@ from bridge.errors import BotConnectError, BridgeStopping, CallerHungUp, CallFai
 
 StopReason = Literal["callended", "stopped"]
 HungUpBy = Literal["caller", "bot", "bridge"]
-Outcome = Literal["pending", "answered", "rejected", "redirected", "abandoned"]
+Outcome = Literal["pending", "answered", "rejected", "redirected", "abandoned", "unanswered"]
 
 
 class Phase(enum.Enum):
@@ -64,6 +64,11 @@ class EndCause(enum.Enum):
     BOT_REDIRECTED = ("bot_unreachable", "redirected", None, "bridge", SipAction.REDIRECT, 302)
     # The bridge ended the stream (shutdown, a stalled bot, no RTP from the caller).
     BRIDGE_STOP = ("bridge_stop", "answered", BridgeStopping.stop_reason, "bridge", SipAction.BYE, None)
+    # An outbound call the callee never answered (busy, no answer, refused, cancelled before the
+    # answer): the INVITE's final response is the SIP status, in the call's record.
+    NOT_ANSWERED = ("not_answered", "unanswered", None, "caller", SipAction.NOTHING, None)
+    # An outbound call answered by the callee whose bot could not be reached: hung up at once.
+    ANSWERED_BOT_UNREACHABLE = ("bot_unreachable", "answered", None, "bridge", SipAction.BYE, None)
     ERROR = ("error", "pending", None, "bridge", SipAction.NOTHING, CallFailed.sip_status)  # a bug ended it
     OTHER = ("other", "answered", None, "bridge", SipAction.NOTHING, None)
 
@@ -184,6 +189,18 @@ class CallState:
             ending = Ending(EndCause.BOT_REJECTED, f"bot unreachable ({why}); rejected with {status}",
                             sip_status=status, sip_reason=BotConnectError.sip_reason)
         return self._end(ending, Phase.ENDED)
+
+    def not_answered(self, why: str) -> Ending:
+        """An outbound call ended before the callee answered (its final response, or our CANCEL)."""
+        self._require(Phase.CONNECTING)
+        return self._end(Ending(EndCause.NOT_ANSWERED, why), Phase.ENDED)
+
+    def answered_bot_unreachable(self, why: str) -> Ending:
+        """The callee answered an outbound call and its bot could not be reached: BYE at once."""
+        self._require(Phase.CONNECTING)
+        self.answered = True
+        return self._end(Ending(EndCause.ANSWERED_BOT_UNREACHABLE, f"bot unreachable ({why}); hung up"),
+                         Phase.ENDING)
 
     def stream_over(self, bot_close_code: int | None = None) -> Ending:
         """The conversation is over: the caller left, the bridge stopped it or the bot closed

@@ -154,6 +154,8 @@ def test_stream_over_needs_a_streaming_call() -> None:
     (EndCause.BOT_REJECTED, "bot_unreachable", "rejected", None, "bridge", SipAction.REJECT, 503),
     (EndCause.BOT_REDIRECTED, "bot_unreachable", "redirected", None, "bridge", SipAction.REDIRECT, 302),
     (EndCause.BRIDGE_STOP, "bridge_stop", "answered", "stopped", "bridge", SipAction.BYE, None),
+    (EndCause.NOT_ANSWERED, "not_answered", "unanswered", None, "caller", SipAction.NOTHING, None),
+    (EndCause.ANSWERED_BOT_UNREACHABLE, "bot_unreachable", "answered", None, "bridge", SipAction.BYE, None),
     (EndCause.ERROR, "error", "pending", None, "bridge", SipAction.NOTHING, 500),
     (EndCause.OTHER, "other", "answered", None, "bridge", SipAction.NOTHING, None),
 ])
@@ -164,7 +166,7 @@ def test_end_cause_table(cause: EndCause, label: str, outcome: str, stop: str | 
 
 
 def test_the_table_is_complete_and_the_labels_are_the_metrics_vocabulary() -> None:
-    assert len(EndCause) == 11
+    assert len(EndCause) == 13
     assert set(END_CAUSES) == {cause.label for cause in EndCause}
 
 
@@ -173,3 +175,15 @@ def test_errors_classify_themselves() -> None:
     assert BridgeStopping.stop_reason == "stopped" and BridgeStopping.sip_headers() == {"Retry-After": "5"}
     assert CallerHungUp.stop_reason == "callended"
     assert (CallFailed.sip_status, CallFailed.sip_reason) == (500, "Internal Error")
+
+
+def test_outbound_not_answered_and_answered_with_the_bot_unreachable() -> None:
+    state = CallState()
+    ending = state.not_answered("busy (486)")
+    assert (state.phase, state.outcome, ending.cause.label) == (Phase.ENDED, "unanswered", "not_answered")
+    state = CallState()
+    ending = state.answered_bot_unreachable("connection refused")
+    assert (state.phase, state.outcome, ending.sip_action) == (Phase.ENDING, "answered", SipAction.BYE)
+    assert ending.end_reason == "bot unreachable (connection refused); hung up"
+    with pytest.raises(CallStateError):
+        state.not_answered("late")

@@ -24,6 +24,8 @@ from bridge.ops.status import render_status
     (EndCause.BOT_REDIRECTED, "redirected", None, "bot_unreachable", "bridge"),
     (EndCause.CALLER_ABANDONED, "abandoned", None, "caller_abandoned", "caller"),
     (EndCause.STOPPED_CONNECTING, "abandoned", None, "caller_abandoned", "caller"),
+    (EndCause.NOT_ANSWERED, "unanswered", None, "not_answered", "caller"),
+    (EndCause.ANSWERED_BOT_UNREACHABLE, "answered", None, "bot_unreachable", "bridge"),
     (EndCause.ERROR, "pending", None, "error", "bridge"),
     (EndCause.OTHER, "answered", None, "other", "bridge"),
 ])
@@ -35,7 +37,7 @@ def test_end_cause_and_who_hung_up(cause: EndCause, outcome: str, stop: str | No
 
 def test_end_cause_labels_are_the_metrics_vocabulary() -> None:
     assert END_CAUSES == ("caller_hangup", "caller_abandoned", "no_ack", "bot_hangup", "bot_transfer",
-                          "bot_unreachable", "bridge_stop", "error", "other")
+                          "bot_unreachable", "bridge_stop", "not_answered", "error", "other")
 
 
 def test_iso_utc() -> None:
