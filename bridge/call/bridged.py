@@ -29,8 +29,8 @@ from bridge.audio.latency import LatencyHistogram, TickClock, playout_wait_ms
 from bridge.audio.pipe_channel import PipeChannel
 from bridge.audio.playout import PlayoutBuffer
 from bridge.audio.resample import StreamResampler
-from bridge.bot.agentstream.events import BotClear, BotMark, BotMedia, ProtocolError, StartInfo
-from bridge.bot.agentstream.session import StreamSession
+from bridge.bot.dialect import DEFAULT_DIALECT, DialectSession, get_dialect
+from bridge.bot.events import BotClear, BotMark, BotMedia, ProtocolError, StartInfo
 from bridge.call.native_send import hand_off
 from bridge.call.recording import CallHooks, CallRecorder, open_channel
 from bridge.call.summary import summary_extras
@@ -139,7 +139,7 @@ class BridgeCall:
         self._sip_ended = asyncio.Event()
         self._stop_requested: asyncio.Event = asyncio.Event()
         self.link: BotLink | None = None
-        self.session: StreamSession | None = None
+        self.session: DialectSession | None = None
         self.channel: MediaChannel | PipeChannel | None = None
         self.media: MediaInfo | None = None
         self.outcome = "pending"  # answered | rejected | redirected | abandoned
@@ -354,7 +354,7 @@ class BridgeCall:
             custom_parameters=self._custom_parameters(url_params),
             sample_rate=rate,
         )
-        self.session = StreamSession(
+        self.session = get_dialect(DEFAULT_DIALECT).session(
             info, chunk_ms=policy.chunk_ms, max_message_bytes=policy.max_message_bytes,
             warn_message_bytes=policy.warn_message_bytes,
         )
@@ -502,13 +502,13 @@ class BridgeCall:
             self.log.info("clear: dropped queued audio, %d mark(s) pending", len(pending))
             self._answer_marks(pending, cleared=True)
 
-    def _note_stream_sid(self, session: StreamSession) -> None:
+    def _note_stream_sid(self, session: DialectSession) -> None:
         if not self.stream_sid_mismatches:
             self.log.warning("bot message names a streamSid that is not this stream's (%s); accepted, "
                              "counted in the call summary (logged once per call)", self.stream_sid)
         self.stream_sid_mismatches = session.stream_sid_mismatch
 
-    def _note_ignored(self, session: StreamSession) -> None:
+    def _note_ignored(self, session: DialectSession) -> None:
         for kind, count in session.ignored.items():
             if self.bot_ignored.get(kind, 0) == count:
                 continue
@@ -521,7 +521,7 @@ class BridgeCall:
                              f", event {last.event[:40]!r}" if kind == "unknown" and last else "")
             self.bot_ignored[kind] = count
 
-    def _note_rejects(self, session: StreamSession) -> None:
+    def _note_rejects(self, session: DialectSession) -> None:
         total = sum(session.errors.values())
         if total > self.protocol_errors:
             self.protocol_errors = total
@@ -617,7 +617,7 @@ class BridgeCall:
             if played:
                 self._answer_marks(played)
 
-    def _pump_caller_audio(self, channel: MediaChannel | PipeChannel, session: StreamSession,
+    def _pump_caller_audio(self, channel: MediaChannel | PipeChannel, session: DialectSession,
                            link: BotLink, final: bool, tick_at: float) -> None:
         assert self._chunker is not None
         # Take caller audio once a whole chunk waits (or at the end): with 100 ms chunks this
