@@ -95,10 +95,11 @@ public:
             case kSamples: appendNumber(out, c.samples); break;
             case kPcm16Base64: appendBase64(out, (const unsigned char *)pcm, n); break;
             case kUlawBase64: {
+                const unsigned char *table = ulawTable();
                 size_t samples = n / 2;
                 const unsigned char *src = (const unsigned char *)pcm;
                 for (size_t i = 0; i < samples; ++i)
-                    law[i] = ulaw((short)(src[2 * i] | src[2 * i + 1] << 8));
+                    law[i] = table[((short)(src[2 * i] | src[2 * i + 1] << 8) >> 2) + 8192];
                 appendBase64(out, law, samples);
                 break;
             }
@@ -109,10 +110,11 @@ public:
 
     /* G.711 mu-law of one PCM16 sample: Sun's st_14linear2ulaw on the top 14 bits, bit-exact
      * with audioop.lin2ulaw (bridge/audio/g711.py) and PJSIP's encoder. */
-    static unsigned char ulaw(short sample)
+    static unsigned char ulaw(short sample) { return ulawTable()[(sample >> 2) + 8192]; }
+
+    static unsigned char ulaw14(int v)
     {
         static const short segEnd[8] = {0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF, 0x1FFF};
-        int v = sample >> 2;
         int mask = 0xFF;
         if (v < 0) {
             v = -v;
@@ -127,6 +129,19 @@ public:
         if (seg >= 8)
             return (unsigned char)(0x7F ^ mask);
         return (unsigned char)(((seg << 4) | ((v >> (seg + 1)) & 0xF)) ^ mask);
+    }
+
+    /* Every 14-bit value's code, made once (thread-safe static initialisation): a table lookup
+     * per sample on the sender thread instead of the segment search. */
+    static const unsigned char *ulawTable()
+    {
+        static const std::vector<unsigned char> table = [] {
+            std::vector<unsigned char> t(16384);
+            for (int v = -8192; v < 8192; ++v)
+                t[(size_t)(v + 8192)] = ulaw14(v);
+            return t;
+        }();
+        return table.data();
     }
 
     static void appendNumber(std::string &out, long long v)

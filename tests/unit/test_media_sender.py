@@ -1,5 +1,5 @@
 """pjsua2.MediaSender and the pipe's sender side: caller audio written to the bot's socket by a
-native thread (native/media_pipe.hpp).
+native thread (native/media_pipe_send.hpp).
 
 Every test uses a real sender thread and a real socket pair; the far end reads what a bot would
 and cuts it into frames with the bridge's own FrameSplitter (masked, as a server reads them). The
