@@ -20,15 +20,16 @@ import weakref
 from typing import Any
 
 from bridge.audio.latency import LatencyHistogram, TickClock
-from bridge.call.bridged import BridgeCall, CallPolicy
-from bridge.config import Profile, bot_url_host_allowed, header_allowed
-from bridge.errors import BridgeError
+from bridge.call.bridged import BridgeCall
+from bridge.call.policy import CallPolicy
+from bridge.call.pump import LatencyProbes
+from bridge.config import Profile
+from bridge.errors import BridgeError, CallFailed
 from bridge.ops.operations import Operations
 from bridge.sip import CallEnd, DtmfMethod, IncomingCall, MediaInfo, RegistrationState, StreamStats
 from bridge.sip.access import RateLimit
 from bridge.sip.engine import EngineSettings, RegisterParams, SipEngine, TlsParams
 from bridge.tap.service import TapService
-from bridge.ws.tls import bot_ssl_context
 
 log = logging.getLogger("bridge.service")
 
@@ -86,37 +87,8 @@ def _guard_settings(profile: Profile) -> dict[str, Any]:
 
 
 def call_policy(profile: Profile) -> CallPolicy:
-    bot = profile.bot
-    return CallPolicy(
-        bot_url=bot.url.reveal(),
-        bot_headers={name: value.reveal() for name, value in bot.headers.items()},
-        connect_timeout=bot.connect_timeout,
-        stop_grace_s=bot.stop_grace_s,
-        connect_retries=bot.connect_retries,
-        chunk_ms=bot.chunk_ms,
-        prebuffer_ms=bot.prebuffer_ms,
-        buffer_seconds=bot.buffer_seconds,
-        max_message_bytes=bot.max_message_bytes,
-        warn_message_bytes=bot.warn_message_bytes,
-        clear_answers_marks=bot.clear_answers_marks,
-        account_sid=bot.account_sid,
-        forward_headers=tuple(profile.sip.forward_headers),
-        url_header=bot.url_header,
-        url_header_allowed_hosts=tuple(bot.url_header_allowed_hosts),
-        unreachable_action=bot.on_unreachable.action,
-        unreachable_status=bot.on_unreachable.sip_status,
-        unreachable_transfer_to=bot.on_unreachable.transfer_to,
-        close_action=bot.on_close.action,
-        close_transfer_to=bot.on_close.transfer_to,
-        clock_rate=profile.media.clock_rate,
-        header_allowed=lambda name, patterns: header_allowed(name, patterns),
-        host_allowed=lambda url, patterns: bot_url_host_allowed(url, patterns),
-        stall_timeout=bot.guard.stall_timeout,
-        ping_interval=bot.guard.ping_interval,
-        ping_timeout=bot.guard.ping_timeout,
-        ssl_context=bot_ssl_context(bot.guard.tls.verify, bot.guard.tls.ca_file),
-        recording=profile.recording if profile.recording.enabled else None,
-    )
+    """The settings every call of this profile runs under (derived once per profile load)."""
+    return CallPolicy.from_profile(profile)
 
 
 class Bridge:
@@ -254,13 +226,11 @@ class Bridge:
     def on_incoming_call(self, incoming: IncomingCall) -> None:
         assert self.engine is not None
         self.counters["calls_total"] += 1
-        call = BridgeCall(incoming, self.policy, self.engine, self.notify_media)
+        probes = LatencyProbes(self.rtp_to_ws, self.ws_to_rtp, self.ticks, self.mark_lag, self.clear_lag)
+        call = BridgeCall(incoming, self.policy, self.engine, self.notify_media, probes=probes)
         call.log.info("INVITE from %s (%s) to %s via %s", incoming.from_user, incoming.from_uri,
                       incoming.to_user, incoming.source)
         self.ops.call_started(call)
-        call.rtp_to_ws, call.ws_to_rtp, call.ticks = self.rtp_to_ws, self.ws_to_rtp, self.ticks
-        call.mark_lag = self.mark_lag
-        call.clear_lag = self.clear_lag
         self.calls[incoming.handle] = call
         self.call_objects.add(call)
         task = asyncio.ensure_future(call.run())
@@ -281,7 +251,7 @@ class Bridge:
             log.error("call task failed", exc_info=exc,
                       extra={"call_sid": call.incoming.call_id if call else ""})
             if self.engine is not None:
-                self.engine.hangup(handle, 500, "Internal Error")
+                self.engine.hangup(handle, CallFailed.sip_status, CallFailed.sip_reason)
 
     def _call(self, handle: int) -> BridgeCall | None:
         return self.calls.get(handle)

@@ -32,7 +32,7 @@ import wave
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Protocol, TypeVar
+from typing import BinaryIO, TypeVar
 
 import numpy as np
 
@@ -43,13 +43,10 @@ from bridge.config import RecordingSettings
 from bridge.errors import EXIT_UNAVAILABLE, BridgeError
 from bridge.logs import CallLog
 
-if TYPE_CHECKING:
-    from bridge.call.bridged import BridgeCall
-
 log = logging.getLogger("bridge.recording")
 
 __all__ = [
-    "CallHooks", "CallRecorder", "RecordingChannel", "RecordingError", "RecordingStore", "open_channel",
+    "CallRecorder", "RecordingChannel", "RecordingError", "RecordingStore", "open_channel",
 ]
 
 T = TypeVar("T")
@@ -65,28 +62,17 @@ class RecordingError(BridgeError):
     exit_code = EXIT_UNAVAILABLE
 
 
-class CallHooks(Protocol):
-    """What a call asks of the service for its recording (the service implements it)."""
-
-    def new_recorder(self, settings: RecordingSettings, call: BridgeCall,
-                     frame_bytes: int) -> CallRecorder | None: ...
-
-
-def open_channel(call: BridgeCall, frame_bytes: int, playout: PlayoutBuffer, notify: Callable[[], None],
-                 native: Callable[[], PipeChannel | None] | None = None,
-                 ) -> tuple[MediaChannel | PipeChannel, CallRecorder | None]:
-    """The call's media channel: a recording one when its policy records and the service allows,
-    else the native pipe when the engine has one (`native`), else the Python channel."""
-    settings = call.policy.recording
-    recorder = None
-    if settings is not None and settings.enabled and call.hooks is not None:
-        recorder = call.hooks.new_recorder(settings, call, frame_bytes)
-    if recorder is None:
-        pipe = native() if native is not None else None
-        if pipe is not None:
-            return pipe, None
-        return MediaChannel(frame_bytes, playout, notify=notify), None
-    return RecordingChannel(frame_bytes, playout, notify=notify, recorder=recorder), recorder
+def open_channel(frame_bytes: int, playout: PlayoutBuffer, notify: Callable[[], None], *,
+                 recorder: CallRecorder | None = None,
+                 native: Callable[[], PipeChannel | None] | None = None) -> MediaChannel | PipeChannel:
+    """A call's media channel: a recording one when it has a `recorder`, else the native pipe
+    when the engine has one (`native`), else the Python channel."""
+    if recorder is not None:
+        return RecordingChannel(frame_bytes, playout, notify=notify, recorder=recorder)
+    pipe = native() if native is not None else None
+    if pipe is not None:
+        return pipe
+    return MediaChannel(frame_bytes, playout, notify=notify)
 
 
 class RecordingChannel(MediaChannel):

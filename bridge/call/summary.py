@@ -1,85 +1,119 @@
-"""What a finished call's summary record adds to the fields call.py collects: wall-clock start,
-setup and connect times, frame counts, loss, who hung up, and a short end cause.
+"""A finished call's summary record: who, how long, how it ended, what flowed each way.
 
-The end cause is a small fixed vocabulary (it is a metrics label and a log search key);
-`end_reason` stays the human sentence.
+`call_summary` takes what it reports through `SummarySource` (the call implements it) and the
+end cause from the call's state machine (`EndCause`, bridge/call/state.py): its metrics label,
+`outcome`, `stop_reason` and who hung up come from there; `end_reason` is the human sentence.
 """
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Final, Literal
+from collections.abc import Mapping
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from bridge.call.bridged import BridgeCall
+from bridge.audio.channel import MediaChannel
+from bridge.audio.pipe_channel import PipeChannel
+from bridge.call.state import END_CAUSES, CallState
+from bridge.sip import CallEnd, IncomingCall, MediaInfo, StreamStats
 
-EndCause = Literal[
-    "caller_hangup",  # the caller hung up an answered call
-    "caller_abandoned",  # the caller hung up before it was answered (the bot was connecting)
-    "no_ack",  # the caller never ACKed the 200: ended after 64*T1 (32 s)
-    "bot_hangup",  # the bot closed its socket; the bridge hung up
-    "bot_transfer",  # the bot closed its socket; the bridge transferred the caller
-    "bot_unreachable",  # the bot could not be reached: rejected or redirected
-    "bridge_stop",  # the bridge ended the stream (shutdown)
-    "error",  # a bug in the bridge ended the call
-    "other",
-]
-END_CAUSES: Final = (
-    "caller_hangup", "caller_abandoned", "no_ack", "bot_hangup", "bot_transfer", "bot_unreachable",
-    "bridge_stop", "error", "other",
-)
-HungUpBy = Literal["caller", "bot", "bridge"]
+__all__ = ["END_CAUSES", "SummarySource", "call_summary", "iso_utc"]
 
 
-def end_cause(outcome: str, stop_reason: str, end_reason: str) -> EndCause:
-    if outcome in ("rejected", "redirected"):
-        return "bot_unreachable"
-    if outcome == "abandoned":
-        return "caller_abandoned"
-    if outcome != "answered":
-        return "error"
-    if end_reason.startswith("the caller never confirmed"):
-        return "no_ack"
-    if stop_reason == "callended":
-        return "caller_hangup"
-    if stop_reason == "stopped":
-        return "bridge_stop"
-    if end_reason.startswith("bot closed"):
-        return "bot_transfer" if "transferred" in end_reason else "bot_hangup"
-    return "other"
+class SummarySource(Protocol):
+    """What a summary reads from a call."""
 
-
-def hung_up_by(cause: EndCause) -> HungUpBy:
-    if cause in ("caller_hangup", "caller_abandoned", "no_ack"):
-        return "caller"
-    if cause in ("bot_hangup", "bot_transfer"):
-        return "bot"
-    return "bridge"
+    @property
+    def incoming(self) -> IncomingCall: ...
+    @property
+    def state(self) -> CallState: ...
+    @property
+    def created(self) -> float: ...
+    @property
+    def started_wall(self) -> float: ...
+    @property
+    def answered_at(self) -> float | None: ...
+    @property
+    def sip_ended_at(self) -> float | None: ...
+    @property
+    def bot_connect_s(self) -> float | None: ...
+    @property
+    def sip_end(self) -> CallEnd | None: ...
+    @property
+    def sip_stats(self) -> StreamStats: ...
+    @property
+    def media(self) -> MediaInfo | None: ...
+    @property
+    def dtmf_digits(self) -> str: ...
+    @property
+    def channel(self) -> MediaChannel | PipeChannel | None: ...
+    @property
+    def socket_rate(self) -> int: ...
+    @property
+    def bytes_to_bot(self) -> int: ...
+    @property
+    def bot_media_messages(self) -> int: ...
+    @property
+    def bot_bytes_in(self) -> int: ...
+    @property
+    def media_drops(self) -> int: ...
+    @property
+    def protocol_errors(self) -> int: ...
+    @property
+    def bot_ignored(self) -> Mapping[str, int]: ...
+    @property
+    def stream_sid_mismatches(self) -> int: ...
+    @property
+    def recording_path(self) -> str: ...
 
 
 def iso_utc(epoch: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch)) + f".{int(epoch % 1 * 1000):03d}Z"
 
 
-def summary_extras(call: BridgeCall, base: dict[str, object]) -> dict[str, object]:
-    """The fields a call summary adds to `base` (the fields call.py collects itself)."""
-    cause = end_cause(str(base.get("outcome", "")), str(base.get("stop_reason", "")),
-                      str(base.get("end_reason", "")))
+def call_summary(call: SummarySource) -> dict[str, object]:
+    now = time.monotonic()
+    state = call.state
+    cause = state.final_cause()
+    end = call.sip_end
     channel = call.channel
+    playout = channel.playout if channel else None
     stats = call.sip_stats
-    expected = stats.rx_packets + stats.rx_lost
     answered_at = call.answered_at
-    recorder = call.recorder
+    expected = stats.rx_packets + stats.rx_lost
     return {
+        "from": call.incoming.from_user,
+        "to": call.incoming.to_user,
+        "outcome": state.outcome,
+        # From the answer to the end of the SIP leg (or now, if the bridge ends it later): not
+        # the bot's closing handshake and grace after `stop`.
+        "duration_s": round((call.sip_ended_at or now) - answered_at, 3) if answered_at else 0,
+        "ended_by": end.ended_by if end else "bridge",
+        "end_reason": state.end_reason,
+        "sip_status": end.code if end else 0,
+        "stop_reason": state.stop_reason or "",
+        "codec": call.media.codec if call.media else "",
+        "dtmf": call.dtmf_digits,
+        "rtp_rx_packets": stats.rx_packets,
+        "rtp_rx_lost": stats.rx_lost,
+        "jitter_ms": round(stats.rx_jitter_ms_mean, 2),
+        "bot_media_messages": call.bot_media_messages,
+        "bytes_from_bot": call.bot_bytes_in,
+        "bytes_to_bot": call.bytes_to_bot,
+        "media_drops": call.media_drops,
+        "underruns": playout.underruns if playout else 0,
+        "playout_dropped_bytes": playout.dropped_bytes if playout else 0,
+        "protocol_errors": call.protocol_errors,
+        "bot_ignored": dict(call.bot_ignored),
+        "stream_sid_mismatches": call.stream_sid_mismatches,
         "start": iso_utc(call.started_wall),
         "setup_ms": round((answered_at - call.created) * 1000) if answered_at else None,
         "bot_connect_ms": round(call.bot_connect_s * 1000) if call.bot_connect_s is not None else None,
-        "end_cause": cause,
-        "hung_up_by": hung_up_by(cause),
+        "end_cause": cause.label,
+        "hung_up_by": cause.hung_up_by,
         "socket_rate": call.socket_rate,
         "frames_from_caller": channel.rx_frames if channel else 0,
         "frames_to_caller": channel.tx_frames_audio if channel else 0,
         "caller_frames_lost": channel.rx_overrun_frames if channel else 0,
         "rtp_loss_pct": round(100.0 * stats.rx_lost / expected, 2) if expected else 0.0,
-        "recording": recorder.path if recorder is not None and recorder.path else "",
+        "recording": call.recording_path,
     }

@@ -23,8 +23,8 @@ Where things live (each module imports only the ones above it in this list):
   profile (`Section`), how values appear in messages (`quote`, `show`, `kind`);
 - ``syntax``: host names, "HOST:PORT", sip: URIs, header names;
 - ``base``: `Secret`, `RegisterSettings`, ``REDACTED`` and the bot sample rates;
-- ``boturl``: the bot WebSocket URL (`parse_bot_url`, `BotUrl`), its handshake headers and the
-  per-call checks (`header_allowed`, `bot_url_host_allowed`);
+- ``boturl``: the bot WebSocket URL (`parse_bot_url`, `BotUrl`, `redact_url`), its handshake
+  headers and the per-call checks (`header_allowed`, `bot_url_host_allowed`);
 - ``guard``: the access-control, TLS, SRTP and timeout keys (`SipGuard`, `BotGuard`);
 - ``tap``: the ``mode`` and ``tap`` keys (`TapSettings`);
 - ``model``: the other constants and the frozen dataclasses (`Profile`, `SipSettings`, `BotSettings`, ...);
@@ -39,7 +39,7 @@ from __future__ import annotations
 
 from bridge.config.base import DEFAULT_SAMPLE_RATE as DEFAULT_SAMPLE_RATE
 from bridge.config.base import REDACTED, SAMPLE_RATES, RegisterSettings, Secret
-from bridge.config.boturl import BotUrl, bot_url_host_allowed, header_allowed, parse_bot_url
+from bridge.config.boturl import BotUrl, bot_url_host_allowed, header_allowed, parse_bot_url, redact_url
 from bridge.config.model import CLOCK_RATES as CLOCK_RATES
 from bridge.config.model import (
     CODECS,
@@ -94,5 +94,6 @@ __all__ = [
     "load_profile",
     "parse_bot_url",
     "parse_profile",
+    "redact_url",
     "render_profile",
 ]

@@ -2,7 +2,8 @@
 
 `parse_bot_url` checks ``bot.url`` (and ``tap.url``, and per call a URL chosen by ``bot.url_header``)
 and derives its sample rate and query parameters; `parse_headers` reads ``bot.headers`` and
-``tap.headers``; `header_allowed` and `bot_url_host_allowed` are the per-call checks of the service.
+``tap.headers``; `redact_url` hides a URL's password (for logs, the one place that does);
+`header_allowed` and `bot_url_host_allowed` are the per-call checks of the service.
 """
 
 from __future__ import annotations
@@ -66,6 +67,27 @@ def _redact_url_text(text: str) -> str:
     return text[:start] + REDACTED + text[at:]
 
 
+def redact_url(url: str) -> str:
+    """The URL without the password of its userinfo (``user:***@host``), for logs and errors;
+    the rest is kept as written. A URL that does not parse loses its whole userinfo."""
+    try:
+        parts = urlsplit(url)
+        _ = parts.password
+    except ValueError:
+        return _redact_url_text(url)
+    return _redact_password(url, parts)
+
+
+def _redact_password(url: str, parts: SplitResult) -> str:
+    if parts.password is None:
+        return url
+    start = len(parts.scheme) + 3
+    netloc = url[start : start + len(parts.netloc)]
+    userinfo, _, hostport = netloc.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    return url[:start] + f"{user}:{REDACTED}@{hostport}" + url[start + len(netloc) :]
+
+
 # --------------------------------------------------------------------------- the bot URL
 
 
@@ -107,14 +129,7 @@ def parse_bot_url(url: str, *, key: str = "bot.url", raw: str | None = None) -> 
     a userinfo password.
     """
     parts, host = _bot_url_parts(key, url, url if raw is None else raw)
-    start = len(parts.scheme) + 3
-    netloc = url[start : start + len(parts.netloc)]
-    if parts.password is not None:
-        userinfo, _, hostport = netloc.rpartition("@")
-        user = userinfo.split(":", 1)[0]
-        redacted = url[:start] + f"{user}:{REDACTED}@{hostport}" + url[start + len(netloc) :]
-    else:
-        redacted = url
+    redacted = _redact_password(url, parts)
     sample_rate: int | None = None
     sample_text: str | None = None
     query: dict[str, str] = {}

@@ -27,8 +27,10 @@ from typing import Any, Protocol
 from bridge.audio.framing import frame_bytes
 from bridge.audio.ticks import TickCounter
 from bridge.bot.agentstream.events import StartInfo, StopReason
-from bridge.call.bridged import CallPolicy, socket_rate_and_params
+from bridge.call.policy import CallPolicy
+from bridge.config import header_allowed
 from bridge.config.tap import TapSettings
+from bridge.errors import BotConnectError
 from bridge.logs import CallLog, record
 from bridge.sip import CallEnd, IncomingCall, MediaInfo, StreamStats
 from bridge.tap.align import TrackAligner
@@ -112,12 +114,13 @@ class TapConversation:
         if tap.url is not None:
             self.url = tap.url.url.reveal()
             self.headers = {name: value.reveal() for name, value in tap.headers.items()}
+            self.rate, self.url_params = tap.url.sample_rate, dict(tap.url.query_parameters)
         else:
-            self.url, self.headers = policy.bot_url, dict(policy.bot_headers)
-        self.rate, self.url_params, rate_warning = socket_rate_and_params(self.url)
+            self.url, self.headers = policy.bot_url, dict(policy.link.headers)
+            self.rate, self.url_params = policy.socket_rate, dict(policy.url_params)
         self.clock_rate = policy.clock_rate
         self.frame = frame_bytes(self.clock_rate, FRAME_MS)
-        self.chunk_frames = max(1, policy.chunk_ms // FRAME_MS)
+        self.chunk_frames = max(1, policy.bot.chunk_ms // FRAME_MS)
         self.aligner = TrackAligner(self.frame, max_lag_frames=MAX_LAG_FRAMES)
         self.legs: dict[int, TapLeg] = {}
         self.all_legs: list[TapLeg] = []
@@ -135,8 +138,6 @@ class TapConversation:
         self._deferred: TapSink | None = None  # a shared socket waiting for the other side
         self._defer_timer: asyncio.TimerHandle | None = None
         self.log = CallLog(log, call_sid="", conversation_id=conversation_id)
-        if rate_warning:
-            self.log.warning("%s", rate_warning)
 
     # ---- legs -----------------------------------------------------------------------------
 
@@ -200,7 +201,8 @@ class TapConversation:
         ended.cancel()
         if not all(opened.result()):
             reasons = "; ".join(sorted({s.error for s in sinks if s.error})) or "not opened"
-            status = self.policy.unreachable_status if self.policy.unreachable_action == "reject" else 503
+            unreachable = self.policy.bot.on_unreachable
+            status = unreachable.sip_status if unreachable.action == "reject" else BotConnectError.sip_status
             leg.outcome = "rejected"
             leg.hung_up_by_bridge = "tap service unreachable"
             leg.log.error("tap service %s unreachable (%s); rejecting the tap call with %d",
@@ -330,10 +332,9 @@ class TapConversation:
             handle = int(sink.track.split(":", 1)[0])
             leg = next((candidate for candidate in self.all_legs if candidate.handle == handle), leg)
         params = dict(self.url_params)
-        allowed = self.policy.header_allowed
-        if allowed is not None and self.policy.forward_headers:
+        if self.policy.forward_headers:
             for name, value in leg.incoming.headers:
-                if allowed(name, self.policy.forward_headers) and name not in params:
+                if header_allowed(name, self.policy.forward_headers) and name not in params:
                     params[name] = value
         origin = self.aligner.origin
         first = sink.stream.first_tick
@@ -364,7 +365,7 @@ class TapConversation:
             if self.metadata is not None and self.metadata.sip_session_id:
                 params["recorded_session_id"] = self.metadata.sip_session_id
         return StartInfo(stream_sid=sink.stream_sid, call_sid=leg.incoming.call_id,
-                         account_sid=self.policy.account_sid, from_=from_, to=to,
+                         account_sid=self.policy.bot.account_sid, from_=from_, to=to,
                          custom_parameters=params, sample_rate=self.rate,
                          channels=2 if self.layout == "stereo" else 1)
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from dataclasses import replace
 from typing import Protocol
 
 from bridge.bot.agentstream.events import ProtocolError, StartInfo, StopReason
-from bridge.call.bridged import CallPolicy
+from bridge.call.policy import CallPolicy
 from bridge.errors import BotConnectError
 from bridge.logs import CallLog
 from bridge.tap.stream import TapStream
@@ -66,12 +67,7 @@ class TapSink:
         conv = self.conversation
         policy = conv.policy
         try:
-            link = await open_bot_link(
-                conv.url, headers=conv.headers, timeout=policy.connect_timeout,
-                retries=policy.connect_retries,
-                max_message_bytes=policy.max_message_bytes, ssl_context=policy.ssl_context,
-                ping_interval=policy.ping_interval, ping_timeout=policy.ping_timeout, logger=conv.log,
-            )
+            link = await open_bot_link(conv.url, replace(policy.link, headers=conv.headers), logger=conv.log)
         except BotConnectError as exc:
             self.error = exc.reason
             self.done = True
@@ -79,7 +75,7 @@ class TapSink:
             return
         self.link = link
         info = conv.start_info(self)
-        for text in self.stream.open(info, policy.chunk_ms):
+        for text in self.stream.open(info, policy.bot.chunk_ms):
             link.send_nowait(text)
         conv.log.info("tap stream %s open (%s, %s): %s", self.stream_sid, conv.layout,
                       self.track or "all tracks", self.why, extra={"stream_sid": self.stream_sid})

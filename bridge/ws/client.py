@@ -14,19 +14,23 @@ import logging
 import socket
 import ssl
 import time
-import urllib.parse
 from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.protocol import State
 
 from bridge import __version__
-from bridge.errors import BotConnectError
+from bridge.config import BotSettings, Secret, redact_url
+from bridge.errors import WS_NORMAL_CLOSURE, BotConnectError
 from bridge.ws.fastpath import BotConnection, SocketWriter
 from bridge.ws.frames import MaskKeys, masked_text_frame
 
 log = logging.getLogger("bridge.ws")
+
+__all__ = ["BotLink", "BotLinkSettings", "describe_connect_failure", "open_bot_link", "redact_url"]
 
 # Bytes waiting in the socket's send buffer beyond which media is dropped (about 8 s of
 # 8 kHz audio as base64 JSON): a bot that stops reading costs bounded memory.
@@ -35,17 +39,6 @@ DEFAULT_BACKLOG_LIMIT = 256 * 1024
 # to tcp_wmem's maximum (4 MiB): a bot that stops reading fills it within seconds, so the
 # backlog check above sees it, and a stalled call holds well under 1 MiB in all.
 SEND_BUFFER_BYTES = 64 * 1024
-
-
-def redact_url(url: str) -> str:
-    """The URL without the password of its userinfo, for logs and errors."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username}:***@{parts.hostname}"
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def describe_connect_failure(exc: BaseException) -> str:
@@ -60,6 +53,36 @@ def describe_connect_failure(exc: BaseException) -> str:
     if isinstance(exc, OSError):
         return exc.strerror or str(exc)
     return str(exc) or type(exc).__name__
+
+
+@dataclass(frozen=True, slots=True)
+class BotLinkSettings:
+    """How a bot's socket is opened: the connection slice of the profile's bot section
+    (`of` derives it; the defaults are the profile's, stated once in bridge/config)."""
+
+    connect_timeout: float  # for TCP, TLS and the handshake, per attempt
+    connect_retries: int  # further attempts after the first
+    max_message_bytes: int  # larger messages close the socket with 1009
+    ping_interval: float  # keepalive; 0: none. An unanswered ping closes the socket
+    ping_timeout: float
+    headers: Mapping[str, str] = field(default_factory=dict)  # extra handshake headers, revealed
+    ssl_context: ssl.SSLContext | None = None  # for wss:// (None: the library's verifying default)
+
+    @classmethod
+    def of(cls, bot: BotSettings | None = None, **changes: Any) -> BotLinkSettings:
+        """From a profile's bot section (the default one if None); `changes` replace fields."""
+        if bot is None:
+            bot = BotSettings(url=Secret(""), url_redacted="")
+        values: dict[str, Any] = {
+            "connect_timeout": bot.connect_timeout,
+            "connect_retries": bot.connect_retries,
+            "max_message_bytes": bot.max_message_bytes,
+            "ping_interval": bot.guard.ping_interval,
+            "ping_timeout": bot.guard.ping_timeout,
+            "headers": {name: value.reveal() for name, value in bot.headers.items()},
+        }
+        values.update(changes)
+        return cls(**values)
 
 
 class BotLink:
@@ -199,7 +222,7 @@ class BotLink:
             return protocol.close_sent.reason
         return self._conn.close_reason
 
-    async def close(self, code: int = 1000, reason: str = "", timeout: float = 5.0) -> None:
+    async def close(self, code: int = WS_NORMAL_CLOSURE, reason: str = "", timeout: float = 5.0) -> None:
         """Close and wait for the bot's close frame; the library keeps reading meanwhile."""
         try:
             async with asyncio.timeout(timeout):
@@ -210,42 +233,38 @@ class BotLink:
 
 async def open_bot_link(
     url: str,
+    settings: BotLinkSettings,
     *,
-    headers: Mapping[str, str] | None = None,
-    timeout: float = 10.0,
-    retries: int = 1,
-    max_message_bytes: int = 1 << 20,
-    ssl_context: ssl.SSLContext | None = None,
-    ping_interval: float | None = 20.0,
-    ping_timeout: float | None = 20.0,
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = log,
 ) -> BotLink:
-    """Open the bot's WebSocket: each attempt has `timeout` seconds for TCP, TLS and the handshake.
+    """Open the bot's WebSocket: each attempt has `settings.connect_timeout` seconds for TCP, TLS
+    and the handshake.
 
     Credentials in the URL (`wss://user:pass@host`) become an `Authorization: Basic` header
-    (done by websockets). Raises BotConnectError after `retries` further attempts.
+    (done by websockets). Raises BotConnectError after `settings.connect_retries` further attempts.
     """
     shown = redact_url(url)
     reason = "not attempted"
-    for attempt in range(retries + 1):
+    attempts = settings.connect_retries + 1
+    for attempt in range(attempts):
         try:
             conn = await connect(
                 url,
-                additional_headers=dict(headers or {}),
-                open_timeout=timeout,
+                additional_headers=dict(settings.headers),
+                open_timeout=settings.connect_timeout,
                 compression=None,  # audio does not compress; deflate costs CPU per message
-                max_size=max_message_bytes,  # larger messages close the socket with 1009
+                max_size=settings.max_message_bytes,  # larger messages close the socket with 1009
                 write_limit=4 * DEFAULT_BACKLOG_LIMIT,
-                ping_interval=ping_interval or None,  # no pong within ping_timeout: disconnected
-                ping_timeout=ping_timeout,
+                ping_interval=settings.ping_interval or None,  # no pong within ping_timeout: disconnected
+                ping_timeout=settings.ping_timeout,
                 close_timeout=5,
                 user_agent_header=f"sip-ws-bridge/{__version__}",
                 create_connection=BotConnection,
-                ssl=ssl_context if url.startswith("wss:") else None,
+                ssl=settings.ssl_context if url.startswith("wss:") else None,
             )
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
             reason = describe_connect_failure(exc)
-            logger.warning("bot %s: attempt %d/%d failed: %s", shown, attempt + 1, retries + 1, reason)
+            logger.warning("bot %s: attempt %d/%d failed: %s", shown, attempt + 1, attempts, reason)
             continue
         assert isinstance(conn, BotConnection)  # create_connection above
         return BotLink(conn)

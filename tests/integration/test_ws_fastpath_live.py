@@ -24,12 +24,17 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 
-from bridge.ws.client import BotLink, open_bot_link
+from bridge.ws.client import BotLink, BotLinkSettings, open_bot_link
 
 pytestmark = pytest.mark.timeout(30)
 
 T = TypeVar("T")
 Script = Callable[[ServerConnection], Awaitable[None]]
+
+
+def quick(**changes: Any) -> BotLinkSettings:
+    """One attempt with a short timeout (the test's bot is local)."""
+    return BotLinkSettings.of(connect_retries=0, connect_timeout=5, **changes)
 
 
 def run(main: Callable[[], Coroutine[Any, Any, T]], timeout: float = 10.0) -> T:
@@ -120,7 +125,7 @@ def expected_stream(n_text: int = 200) -> list[str | bytes]:
 
 async def open_with_handler(url: str) -> tuple[BotLink, Received]:
     """The bridge's way: open, take the fast path's messages, then tell the server to start."""
-    link = await open_bot_link(url, retries=0, timeout=5)
+    link = await open_bot_link(url, quick())
     got = Received()
     link.set_message_handler(got.handler)
     assert link.send_nowait("go")
@@ -171,7 +176,7 @@ def test_messages_sent_right_after_the_handshake_still_come_first_and_in_order()
 
     async def main() -> None:
         async with bot_server(script) as bot:
-            link = await open_bot_link(bot.url, retries=0, timeout=5)
+            link = await open_bot_link(bot.url, quick())
             await asyncio.sleep(0.2)  # the early messages are in by now
             got = Received()
             link.set_message_handler(got.handler)
@@ -261,7 +266,7 @@ def test_client_keepalive_still_works_on_the_fast_path() -> None:
 
     async def main() -> None:
         async with bot_server(script) as bot:
-            link = await open_bot_link(bot.url, retries=0, timeout=5, ping_interval=0.2, ping_timeout=1)
+            link = await open_bot_link(bot.url, quick(ping_interval=0.2, ping_timeout=1))
             got = Received()
             link.set_message_handler(got.handler)
             assert link.send_nowait("go")
@@ -286,7 +291,7 @@ def test_a_message_over_the_limit_closes_with_1009() -> None:
 
     async def main() -> None:
         async with bot_server(script) as bot:
-            link = await open_bot_link(bot.url, retries=0, timeout=5, max_message_bytes=1000)
+            link = await open_bot_link(bot.url, quick(max_message_bytes=1000))
             got = Received()
             link.set_message_handler(got.handler)
             assert link.send_nowait("go")
@@ -335,7 +340,7 @@ def test_the_tap_reads_every_message_through_the_iterator() -> None:
 
     async def main() -> None:
         async with bot_server(script) as bot:
-            link = await open_bot_link(bot.url, retries=0, timeout=5)
+            link = await open_bot_link(bot.url, quick())
             await asyncio.sleep(0.2)  # the early messages are in, with nobody to take them
             assert link.send_nowait("go")
             got = Received()
@@ -361,7 +366,7 @@ def test_ending_the_fast_path_mid_frame_hands_websockets_the_start_of_that_frame
 
     async def main() -> None:
         async with bot_server(script) as bot:
-            link = await open_bot_link(bot.url, retries=0, timeout=5)
+            link = await open_bot_link(bot.url, quick())
             assert link.send_nowait("ready")
             conn = link._conn
 
@@ -430,7 +435,7 @@ def test_a_frame_split_across_the_handshake_read_arrives_whole() -> None:
         server = await asyncio.start_server(serve_raw, "127.0.0.1", 0)
         async with server:
             port = server.sockets[0].getsockname()[1]
-            link = await open_bot_link(f"ws://127.0.0.1:{port}/", retries=0, timeout=5)
+            link = await open_bot_link(f"ws://127.0.0.1:{port}/", quick())
             got = Received()
             link.set_message_handler(got.handler)
             await got.drain(link)
@@ -463,7 +468,7 @@ def test_a_closed_connection_lets_its_owner_go_without_the_cycle_collector() -> 
 
     async def main() -> None:
         async with bot_server(script) as bot:
-            link = await open_bot_link(bot.url, retries=0, timeout=5)
+            link = await open_bot_link(bot.url, quick())
             owner = Owner(link)
             gone = weakref.ref(owner)
             assert link.send_nowait("go")
@@ -519,7 +524,7 @@ def test_handed_off_socket_carries_media_events_pings_and_the_close() -> None:
     async def main() -> None:
         sender, channel, session, start = _piped_session()
         async with bot_server(script) as bot:
-            link = await open_bot_link(bot.url, retries=0, timeout=5, ping_interval=0.1, ping_timeout=1)
+            link = await open_bot_link(bot.url, quick(ping_interval=0.1, ping_timeout=1))
             link.set_message_handler(lambda message: None)
             assert link.send_nowait(start)
             assert hand_off(channel, session, link, 8000)
@@ -559,7 +564,7 @@ def test_the_pipe_lets_go_of_a_socket_the_bot_closes() -> None:
     async def main() -> None:
         sender, channel, session, _ = _piped_session()
         async with bot_server(script) as bot:
-            link = await open_bot_link(bot.url, retries=0, timeout=5)
+            link = await open_bot_link(bot.url, quick())
             link.set_message_handler(lambda message: None)
             assert hand_off(channel, session, link, 8000)
             for i in range(40):
@@ -604,7 +609,7 @@ def test_a_second_dialect_goes_through_the_same_pipe_and_link() -> None:
         channel = PipeChannel(pj.MediaPipe(1, pj.MediaWakeup(), 320, 64, 1, 0, 32000, 10), 320, sender)
         session = get_dialect(NAME).session(StartInfo("sid", "call", "acct", "a", "b"), chunk_ms=20)
         async with bot_server(script) as bot:
-            link = await open_bot_link(bot.url, retries=0, timeout=5)
+            link = await open_bot_link(bot.url, quick())
             link.set_message_handler(lambda message: None)
             assert link.send_nowait(session.connected()) and link.send_nowait(session.start())
             assert hand_off(channel, session, link, 8000)

@@ -931,7 +931,5 @@ def test_control_and_recording_render_round_trip(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("value", ["\u00b2", "\u0661\u0666\u0660\u0660\u0660"])
 def test_a_bot_url_rate_of_non_ascii_digits_is_unsupported_not_a_crash(value: str) -> None:
-    from bridge.call.bridged import socket_rate_and_params
-
-    rate, _, warning = socket_rate_and_params(f"ws://bot/s?sample-rate={value}")
-    assert rate == 8000 and warning is not None
+    parsed = parse_bot_url(f"ws://bot/s?sample-rate={value}")
+    assert parsed.sample_rate == 8000 and parsed.warnings

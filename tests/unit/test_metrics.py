@@ -8,27 +8,34 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bridge.call.summary import END_CAUSES, end_cause, hung_up_by, iso_utc
+from bridge.call.state import EndCause
+from bridge.call.summary import END_CAUSES, iso_utc
 from bridge.ops.metrics import BridgeMetrics, LiveState
 from bridge.ops.status import render_status
 
 
-@pytest.mark.parametrize(("outcome", "stop", "reason", "cause", "who"), [
-    ("answered", "callended", "caller hung up", "caller_hangup", "caller"),
-    ("answered", "callended", "the caller never confirmed the answer (no ACK)", "no_ack", "caller"),
-    ("answered", "stopped", "bridge shutting down", "bridge_stop", "bridge"),
-    ("answered", "", "bot closed (1000)", "bot_hangup", "bot"),
-    ("answered", "", "bot closed (1000); transferred to sip:q@pbx", "bot_transfer", "bot"),
-    ("rejected", "", "bot unreachable (refused); rejected with 503", "bot_unreachable", "bridge"),
-    ("redirected", "", "bot unreachable; redirected to sip:x", "bot_unreachable", "bridge"),
-    ("abandoned", "", "caller hung up while the bot was connecting", "caller_abandoned", "caller"),
-    ("pending", "", "", "error", "bridge"),
-    ("answered", "", "something new", "other", "bridge"),
+@pytest.mark.parametrize(("cause", "outcome", "stop", "label", "who"), [
+    (EndCause.CALLER_HANGUP, "answered", "callended", "caller_hangup", "caller"),
+    (EndCause.NO_ACK, "answered", "callended", "no_ack", "caller"),
+    (EndCause.BRIDGE_STOP, "answered", "stopped", "bridge_stop", "bridge"),
+    (EndCause.BOT_HANGUP, "answered", None, "bot_hangup", "bot"),
+    (EndCause.BOT_TRANSFER, "answered", None, "bot_transfer", "bot"),
+    (EndCause.BOT_REJECTED, "rejected", None, "bot_unreachable", "bridge"),
+    (EndCause.BOT_REDIRECTED, "redirected", None, "bot_unreachable", "bridge"),
+    (EndCause.CALLER_ABANDONED, "abandoned", None, "caller_abandoned", "caller"),
+    (EndCause.STOPPED_CONNECTING, "abandoned", None, "caller_abandoned", "caller"),
+    (EndCause.ERROR, "pending", None, "error", "bridge"),
+    (EndCause.OTHER, "answered", None, "other", "bridge"),
 ])
-def test_end_cause_and_who_hung_up(outcome: str, stop: str, reason: str, cause: str, who: str) -> None:
-    assert end_cause(outcome, stop, reason) == cause
-    assert cause in END_CAUSES
-    assert hung_up_by(end_cause(outcome, stop, reason)) == who
+def test_end_cause_and_who_hung_up(cause: EndCause, outcome: str, stop: str | None, label: str,
+                                   who: str) -> None:
+    assert (cause.outcome, cause.stop_reason, cause.label, cause.hung_up_by) == (outcome, stop, label, who)
+    assert cause.label in END_CAUSES
+
+
+def test_end_cause_labels_are_the_metrics_vocabulary() -> None:
+    assert END_CAUSES == ("caller_hangup", "caller_abandoned", "no_ack", "bot_hangup", "bot_transfer",
+                          "bot_unreachable", "bridge_stop", "error", "other")
 
 
 def test_iso_utc() -> None:
