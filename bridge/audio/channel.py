@@ -13,10 +13,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+from bridge.audio.framing import RING_FRAMES
 from bridge.audio.playout import PlayoutBuffer
-
-# 64 frames = 1.28 s of slack before caller audio is overwritten when the loop stalls.
-DEFAULT_RING_FRAMES = 64
+from bridge.audio.ring import ring_lapped, ring_span
 
 
 class MediaChannel:
@@ -27,7 +26,7 @@ class MediaChannel:
         frame_bytes: int,
         playout: PlayoutBuffer,
         *,
-        ring_frames: int = DEFAULT_RING_FRAMES,
+        ring_frames: int = RING_FRAMES,
         notify: Callable[[], None] | None = None,
     ) -> None:
         self.frame_bytes = frame_bytes
@@ -92,25 +91,31 @@ class MediaChannel:
         """Caller PCM committed since the last call, oldest first, in whole multiples of
         `min_frames` frames (b"" when fewer wait). The rest stays for the next take, so that a
         late take does not leave every later chunk a remainder behind (MediaPipe.rxTake)."""
-        whole = max(1, min_frames)
-        start = self.rx_read
-        end = self.rx_written
-        if end - start < whole:
+        span = self._rx_span(max(1, min_frames))
+        if span is None:
             return b""
-        limit = self._ring_frames - 1  # the slot being written next is never read
-        if end - start > limit:
-            self.rx_overrun_frames += end - start - limit
-            start = end - limit
-        end = start + (end - start) // whole * whole
+        return self._rx_copy(*span)[0]
+
+    def _rx_span(self, whole: int) -> tuple[int, int] | None:
+        """The frames the next take copies (`ring_span`), with those already overwritten counted."""
+        span = ring_span(self.rx_read, self.rx_written, self._ring_frames, whole)
+        if span is None:
+            return None
+        start, end, overrun = span
+        self.rx_overrun_frames += overrun
+        return start, end
+
+    def _rx_copy(self, start: int, end: int) -> tuple[bytes, int]:
+        """The PCM of frames `start..end`, less the first ones the clock thread overwrote while
+        they were copied (counted), and how many those were; the frames up to `end` are taken."""
         n = self._ring_frames
         data = b"".join(self._rx_slots[i % n] for i in range(start, end))
-        # The clock thread may have lapped us while we copied: discard what it overwrote.
-        lapped = self.rx_written - start - limit
-        if lapped > 0:
+        lapped = ring_lapped(start, self.rx_written, n)
+        if lapped:
             self.rx_overrun_frames += lapped
             data = data[lapped * self.frame_bytes :]
         self.rx_read = end
-        return data
+        return data, lapped
 
     def rx_chunk_time(self, tick_at: float) -> float:
         """When the chunk just taken was completed: the tick that woke the pump."""

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["Chunker", "frame_bytes"]
+__all__ = ["FRAME_MS", "RING_FRAMES", "TICK_S", "Chunker", "frame_bytes"]
+
+# The conference clock's frame: every call's and every tap's audio moves in these steps.
+FRAME_MS = 20
+TICK_S = FRAME_MS / 1000
+# Caller frames a clock-thread -> loop ring holds: 64 frames = 1.28 s of slack before caller
+# audio is overwritten when the loop stalls.
+RING_FRAMES = 64
 
 
 def frame_bytes(rate: int, ms: int) -> int:

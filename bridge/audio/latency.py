@@ -14,8 +14,13 @@ Two directions, each a fixed-bin histogram (recording is an index increment):
 
 from __future__ import annotations
 
+from bridge.audio.framing import FRAME_MS
+
+# TICK_S lives in framing.py; re-exported for bridge/audio/pipe_channel.py and bridge/sip/stack.py,
+# which import it from here (their owners may switch to framing and drop this line).
+from bridge.audio.framing import TICK_S as TICK_S
+
 _BIN_MS = 0.1
-TICK_S = 0.020
 
 
 class TickClock:
@@ -42,7 +47,7 @@ def playout_wait_ms(buffered_bytes: int, frame_bytes: int, playing: bool, prebuf
     frames = buffered_bytes // frame_bytes
     if not playing:
         frames += prebuffer_frames
-    return frames * int(TICK_S * 1000)
+    return frames * FRAME_MS
 
 
 _BINS = 2000  # 0-200 ms in 0.1 ms steps; beyond goes to the last bin

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from bridge.audio.channel import MediaChannel
-from bridge.audio.framing import frame_bytes
+from bridge.audio.framing import FRAME_MS, frame_bytes
 from bridge.audio.pipe_channel import PipeChannel
 from bridge.audio.playout import PlayoutBuffer
 from bridge.bot.dialect import DEFAULT_DIALECT, DialectSession, get_dialect
@@ -30,7 +30,7 @@ from bridge.call.inbox import BotInbox
 from bridge.call.link import CallLink, LinkOpener
 from bridge.call.native_send import hand_off
 from bridge.call.policy import CallPolicy
-from bridge.call.pump import FRAME_MS, LatencyProbes, MediaPump
+from bridge.call.pump import LatencyProbes, MediaPump
 from bridge.call.recording import CallRecorder, open_channel
 from bridge.call.state import CallState, Ending, SipAction
 from bridge.call.summary import call_summary

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bridge.audio.channel import MediaChannel
-from bridge.audio.framing import Chunker, frame_bytes
+from bridge.audio.framing import FRAME_MS, Chunker, frame_bytes
 from bridge.audio.latency import LatencyHistogram, TickClock, playout_wait_ms
 from bridge.audio.pipe_channel import PipeChannel
 from bridge.audio.resample import StreamResampler
@@ -24,9 +24,8 @@ from bridge.call.policy import CallPolicy
 from bridge.call.state import CallState
 from bridge.logs import CallLog
 
-__all__ = ["FRAME_MS", "LatencyProbes", "MediaPump"]
+__all__ = ["LatencyProbes", "MediaPump"]
 
-FRAME_MS = 20  # the conference clock's frame: every call's audio moves in these steps
 
 
 @dataclass(slots=True)

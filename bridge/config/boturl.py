@@ -15,15 +15,8 @@ from typing import Final
 from urllib.parse import SplitResult, parse_qsl, urlsplit
 
 from bridge.config.base import DEFAULT_SAMPLE_RATE, REDACTED, SAMPLE_RATES, Secret
-from bridge.config.syntax import (
-    CONTROL_RE,
-    SPACE_OR_CONTROL_RE,
-    check_header_name,
-    is_host,
-    is_hostname,
-    is_ipv4,
-)
-from bridge.config.values import Context, kind, quote, show
+from bridge.config.syntax import check_header_name, is_host, is_hostname, is_ipv4
+from bridge.config.values import CONTROL_RE, SPACE_OR_CONTROL_RE, Context, clean_text, kind, quote, show
 from bridge.errors import ConfigError
 
 # Headers the WebSocket client sets itself; overriding them breaks the handshake.
@@ -95,10 +88,8 @@ def _bot_url_parts(key: str, url: str, raw: str) -> tuple[SplitResult, str]:
     """Split and check a ws:// or wss:// URL. Messages show ``raw`` with any userinfo hidden."""
     shown = quote(_redact_url_text(raw))
     expected = f'expected a ws:// or wss:// URL such as "wss://bot.example.com/stream", got {shown}'
-    if not url or SPACE_OR_CONTROL_RE.search(url):
-        raise ConfigError(
-            key, f"{expected} (spaces and control characters must be %-encoded)" if url else expected
-        )
+    clean_text(key, url, f"{expected} (spaces and control characters must be %-encoded)",
+               unsafe=SPACE_OR_CONTROL_RE, strip=False, blank_is_empty=False, empty=expected)
     try:
         parts = urlsplit(url)
         host = parts.hostname

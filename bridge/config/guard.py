@@ -17,7 +17,7 @@ from typing import Final, Literal, cast
 
 from bridge.config.base import REDACTED, RegisterSettings, Secret
 from bridge.config.syntax import parse_listen, parse_sip_uri
-from bridge.config.values import MISSING, Context, Section
+from bridge.config.values import MISSING, Context, Section, clean_text
 from bridge.errors import ConfigError
 
 SrtpUse = Literal["optional", "mandatory", "disabled"]
@@ -33,6 +33,11 @@ SIP_GUARD_KEYS: Final = ("allow_from", "rate_limit", "inbound_auth", "tls", "srt
 BOT_GUARD_KEYS: Final = ("stall_timeout", "ping_interval", "ping_timeout", "tls")
 MEDIA_GUARD_KEYS: Final = ("rtp_timeout",)
 
+# What an inbound-auth user name and realm may not hold (both are quoted in Digest headers), and
+# a file path.
+_USER_NAME_UNSAFE_RE: Final = re.compile(r'[\s"\\\x00-\x1f\x7f]')
+_REALM_UNSAFE_RE: Final = re.compile(r'["\\\x00-\x1f\x7f]')
+_NUL_RE: Final = re.compile("\x00")
 _HOST_RE: Final = re.compile(r"(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
                              r"(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?")
 
@@ -151,44 +156,39 @@ def _rate_limit(sec: Section) -> RateLimitSettings:
 
 def _inbound_auth(ctx: Context, sec: Section) -> InboundAuthSettings:
     user_key = sec.key("username")
-    username = ctx.text(user_key, sec.required("username", "a user name"), "a non-empty string").value.strip()
-    if not username or re.search(r'[\s"\\\x00-\x1f\x7f]', username):
-        raise ConfigError(user_key, "expected a non-empty user name without spaces, quotes or backslashes")
+    username_text = sec.required_text("username", "a non-empty string", missing="a user name")
+    username = clean_text(user_key, username_text.value,
+                          "expected a non-empty user name without spaces, quotes or backslashes",
+                          unsafe=_USER_NAME_UNSAFE_RE)
     pw_key = sec.key("password")
-    password = ctx.text(pw_key, sec.required("password", "a string (the password callers must prove)"),
-                        'a string (quote it: password: "...")', secret=True).value
+    password = sec.required_text("password", 'a string (quote it: password: "...")', secret=True,
+                                 missing="a string (the password callers must prove)").value
     if len(password) < 8:
         raise ConfigError(pw_key, "expected a password of at least 8 characters")
     realm = "sip-ws-bridge"
     realm_text = sec.text("realm", realm, "a realm name")
     if realm_text is not None:
-        realm = realm_text.value.strip()
-        if not realm or re.search(r'["\\\x00-\x1f\x7f]', realm):
-            raise ConfigError(sec.key("realm"),
-                              f"expected a realm without quotes or backslashes, got {realm_text.shown}")
+        realm = clean_text(sec.key("realm"), realm_text.value,
+                           f"expected a realm without quotes or backslashes, got {realm_text.shown}",
+                           unsafe=_REALM_UNSAFE_RE)
     return InboundAuthSettings(username=username, password=Secret(password), realm=realm)
 
 
 def _file(ctx: Context, sec: Section, name: str, *, required: bool) -> str | None:
     expected = "a file path"
     if required:
-        value = sec.required(name, expected)
-        text = ctx.text(sec.key(name), value, expected)
+        text = sec.required_text(name, expected)
     else:
         nullable = sec.nullable_text(name, expected)
         if nullable is None:
             return None
         text = nullable
-    path = text.value.strip()
-    if not path or "\x00" in path:
-        raise ConfigError(sec.key(name), f"expected {expected}, got {text.shown}")
-    return path
+    return clean_text(sec.key(name), text.value, f"expected {expected}, got {text.shown}", unsafe=_NUL_RE)
 
 
 def _sip_tls(ctx: Context, sec: Section) -> SipTlsSettings:
     listen_key = sec.key("listen")
-    listen = ctx.text(listen_key, sec.required("listen", '"HOST:PORT", e.g. "0.0.0.0:5061"'),
-                      '"HOST:PORT", e.g. "0.0.0.0:5061"')
+    listen = sec.required_text("listen", '"HOST:PORT", e.g. "0.0.0.0:5061"')
     host, port = parse_listen(listen_key, listen)
     cert = _file(ctx, sec, "cert_file", required=True)
     key = _file(ctx, sec, "key_file", required=True)

@@ -43,9 +43,9 @@ from bridge.config.model import (
     UnreachablePolicy,
 )
 from bridge.config.parse_sip import parse_sip
-from bridge.config.syntax import CONTROL_RE, check_header_name, is_ipv4, parse_listen, sip_uri
+from bridge.config.syntax import check_header_name, is_ipv4, parse_listen, sip_uri
 from bridge.config.tap import TAP_KEYS, parse_mode, parse_tap
-from bridge.config.values import MISSING, Context, Section
+from bridge.config.values import MISSING, Context, Section, clean_text
 from bridge.errors import ConfigError
 
 _TOP_KEYS: Final = ("name", "sip", "bot", "media", "logging", "control", "recording", "mode", "tap")
@@ -123,12 +123,8 @@ def _parse_transfer_to(ctx: Context, sec: Section, action: str) -> str | None:
 
 def _parse_bot(ctx: Context, sec: Section) -> BotSettings:
     url_key = sec.key("url")
-    url_text = ctx.text(
-        url_key,
-        sec.required("url", 'a ws:// or wss:// URL, e.g. "wss://bot.example.com/stream"'),
-        "a ws:// or wss:// URL",
-        secret=True,
-    )
+    url_text = sec.required_text("url", "a ws:// or wss:// URL", secret=True,
+                                 missing='a ws:// or wss:// URL, e.g. "wss://bot.example.com/stream"')
     raw_url = cast(str, sec.raw("url"))
     bot_url = parse_bot_url(url_text.value.strip(), key=url_key, raw=raw_url.strip())
     ctx.warnings.extend(bot_url.warnings)
@@ -155,15 +151,7 @@ def _parse_bot(ctx: Context, sec: Section) -> BotSettings:
         )
     clear_answers_marks = sec.boolean("clear_answers_marks", True)
 
-    account_sid = "sip-ws-bridge"
-    sid = sec.text("account_sid", account_sid, "a non-empty string")
-    if sid is not None:
-        account_sid = sid.value.strip()
-        if not account_sid or CONTROL_RE.search(account_sid):
-            raise ConfigError(
-                sec.key("account_sid"),
-                f"expected a non-empty string without control characters, got {sid.shown}",
-            )
+    account_sid = sec.plain_text("account_sid", "sip-ws-bridge")
 
     url_header: str | None = None
     header = sec.nullable_text("url_header", 'a SIP header name such as "X-Bot-Url"')
@@ -249,9 +237,9 @@ def _parse_recording(ctx: Context, sec: Section) -> RecordingSettings:
     directory: str | None = None
     dir_text = sec.nullable_text("dir", expected_dir)
     if dir_text is not None:
-        directory = dir_text.value.strip()
-        if CONTROL_RE.search(directory):
-            raise ConfigError(sec.key("dir"), f"expected {expected_dir}, got a path with control characters")
+        directory = clean_text(
+            sec.key("dir"), dir_text.value, f"expected {expected_dir}, got a path with control characters"
+        )
         path = Path(directory)
         if not path.is_absolute() and ctx.base_dir is not None:
             path = ctx.base_dir / path
@@ -289,14 +277,7 @@ def parse_profile(
         raise ConfigError("", 'the profile is empty; expected a mapping with at least "sip" and "bot"')
     top = Section(ctx, "", data, _TOP_KEYS)
 
-    profile_name = name
-    named = top.text("name", name, "a non-empty string")
-    if named is not None:
-        profile_name = named.value.strip()
-        if not profile_name or CONTROL_RE.search(profile_name):
-            raise ConfigError(
-                "name", f"expected a non-empty string without control characters, got {named.shown}"
-            )
+    profile_name = top.plain_text("name", name)
 
     if top.raw("sip") in (MISSING, None):
         raise ConfigError(

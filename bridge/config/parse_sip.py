@@ -10,15 +10,8 @@ from typing import Final
 from bridge.config.base import RegisterSettings, Secret
 from bridge.config.guard import parse_sip_guard
 from bridge.config.model import CODECS, DEFAULT_USER_AGENT, TRANSPORTS, SipSettings
-from bridge.config.syntax import (
-    CONTROL_RE,
-    SPACE_OR_CONTROL_RE,
-    is_host,
-    parse_listen,
-    parse_sip_uri,
-    sip_uri,
-)
-from bridge.config.values import MISSING, Context, Section
+from bridge.config.syntax import is_host, parse_listen, parse_sip_uri, sip_uri
+from bridge.config.values import MISSING, SPACE_OR_CONTROL_RE, Context, Section, clean_text
 from bridge.errors import ConfigError
 
 _REGISTER_KEYS: Final = (
@@ -50,27 +43,17 @@ def _parse_register(ctx: Context, sec: Section) -> RegisterSettings:
     assert registrar_uri is not None
 
     username_key = sec.key("username")
-    username = ctx.text(
-        username_key,
-        sec.required("username", "a non-empty string"),
-        'a non-empty string (quote numbers: username: "1001")',
-    )
-    if not username.value.strip():
-        raise ConfigError(username_key, "expected a non-empty string, got an empty one")
-    if SPACE_OR_CONTROL_RE.search(username.value):
-        raise ConfigError(username_key, f"expected a user name without spaces, got {username.shown}")
+    username = sec.required_text("username", 'a non-empty string (quote numbers: username: "1001")',
+                                 missing="a non-empty string")
+    clean_text(username_key, username.value, f"expected a user name without spaces, got {username.shown}",
+               unsafe=SPACE_OR_CONTROL_RE, strip=False, empty="expected a non-empty string, got an empty one")
 
     password_key = sec.key("password")
-    password = ctx.text(
-        password_key,
-        sec.required("password", "a string (the SIP password)"),
-        'a string (quote it: password: "...")',
-        secret=True,
-    )
-    if not password.value:
-        raise ConfigError(password_key, "expected a non-empty password, got an empty one")
-    if CONTROL_RE.search(password.value):
-        raise ConfigError(password_key, "expected a password without control characters (newline, tab, ...)")
+    password = sec.required_text("password", 'a string (quote it: password: "...")', secret=True,
+                                 missing="a string (the SIP password)")
+    clean_text(password_key, password.value,
+               "expected a password without control characters (newline, tab, ...)",
+               strip=False, blank_is_empty=False, empty="expected a non-empty password, got an empty one")
 
     realm_text = sec.text("realm", "*", 'a realm, or "*" for any')
     realm = "*" if realm_text is None else realm_text.value.strip()
@@ -147,11 +130,7 @@ def _distinct_choices(
 
 def parse_sip(ctx: Context, sec: Section) -> SipSettings:
     listen_key = sec.key("listen")
-    listen = ctx.text(
-        listen_key,
-        sec.required("listen", '"HOST:PORT", e.g. "0.0.0.0:5060"'),
-        '"HOST:PORT", e.g. "0.0.0.0:5060"',
-    )
+    listen = sec.required_text("listen", '"HOST:PORT", e.g. "0.0.0.0:5060"')
     listen_host, listen_port = parse_listen(listen_key, listen)
 
     transports = _distinct_choices(ctx, sec, "transports", TRANSPORTS, "transport")
@@ -179,15 +158,7 @@ def parse_sip(ctx: Context, sec: Section) -> SipSettings:
 
     max_calls = sec.integer("max_calls", 100, 1, 1024)
 
-    user_agent = DEFAULT_USER_AGENT
-    agent = sec.text("user_agent", DEFAULT_USER_AGENT, "a non-empty string")
-    if agent is not None:
-        user_agent = agent.value.strip()
-        if not user_agent or CONTROL_RE.search(user_agent):
-            raise ConfigError(
-                sec.key("user_agent"),
-                f"expected a non-empty string without control characters, got {agent.shown}",
-            )
+    user_agent = sec.plain_text("user_agent", DEFAULT_USER_AGENT)
 
     forward_headers: tuple[str, ...] = ("X-*",)
     value = sec.optional("forward_headers", "a list of header name patterns", ["X-*"])

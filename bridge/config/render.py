@@ -9,8 +9,8 @@ import yaml
 from bridge.config.base import REDACTED
 from bridge.config.guard import bot_guard_dict, sip_guard_dict
 from bridge.config.model import Profile
-from bridge.config.syntax import CONTROL_RE
 from bridge.config.tap import tap_dict
+from bridge.config.values import CONTROL_RE
 
 
 def _profile_to_dict(profile: Profile) -> dict[str, object]:

@@ -1,5 +1,5 @@
 """Syntax checks the section parsers share: IPv4 addresses and host names, "HOST:PORT", sip: URIs,
-header names, and the control-character patterns.
+and header names.
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ from bridge.errors import ConfigError
 
 _TOKEN_RE: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _LABEL_RE: Final = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
-CONTROL_RE: Final = re.compile(r"[\x00-\x1f\x7f]")
-SPACE_OR_CONTROL_RE: Final = re.compile(r"[\s\x00-\x1f\x7f]")
 _SIP_URI_RE: Final = re.compile(
     r"(?P<scheme>sips?):"
     r"(?:(?P<user>[^@;?\s<>\":]+)@)?"

@@ -10,7 +10,6 @@ readers, so every error names its key the same way.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal, cast
@@ -18,7 +17,7 @@ from typing import Final, Literal, cast
 from bridge.config.base import REDACTED, Secret
 from bridge.config.boturl import BotUrl, parse_bot_url, parse_headers
 from bridge.config.syntax import check_header_name
-from bridge.config.values import MISSING, Context, Section
+from bridge.config.values import MISSING, SPACE_OR_CONTROL_RE, Context, Section, clean_text
 from bridge.errors import ConfigError
 
 StreamMode = Literal["bot", "tap"]
@@ -28,7 +27,7 @@ TAP_LAYOUTS: Final = ("separate", "mixed", "stereo")
 TAP_KEYS: Final = ("url", "headers", "layout", "enabled_by_header", "correlation_header", "track_header",
                    "pair_timeout_s", "agent_match")
 
-_GLOB_RE: Final = re.compile(r"[^\s\x00-\x1f\x7f]{1,200}")
+_GLOB_MAX: Final = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,11 +91,12 @@ def parse_tap(ctx: Context, sec: Section) -> TapSettings:
     value = sec.raw("agent_match")
     if value is not MISSING and value is not None:
         for i, item in enumerate(ctx.items(key, value, 'globs such as "sip:agent-*" or "1???"')):
-            text = ctx.text(f"{key}[{i}]", item, 'a glob such as "sip:agent-*" or "1???"').value.strip()
-            if not _GLOB_RE.fullmatch(text):
-                raise ConfigError(f"{key}[{i}]", 'expected a glob without spaces, such as "sip:agent-*", '
-                                                 f"got {text!r}")
-            patterns.append(text)
+            item_key = f"{key}[{i}]"
+            glob = ctx.text(item_key, item, 'a glob such as "sip:agent-*" or "1???"').value.strip()
+            message = f'expected a glob without spaces, such as "sip:agent-*", got {glob!r}'
+            if len(glob) > _GLOB_MAX:
+                raise ConfigError(item_key, message)
+            patterns.append(clean_text(item_key, glob, message, unsafe=SPACE_OR_CONTROL_RE))
     return TapSettings(url=url, headers=headers, layout=layout, enabled_by_header=enabled_by,
                        correlation_header=correlation, track_header=track, pair_timeout_s=pair_timeout,
                        agent_match=tuple(patterns))

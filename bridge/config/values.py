@@ -4,7 +4,8 @@
 values (integers, numbers, booleans, choices, lists) with the profile's error messages; `Section` is
 one mapping of the profile, whose unknown keys are rejected (with a did-you-mean) as soon as it is
 opened; `MISSING` marks an absent key. `quote`, `show` and `kind` are how a value appears in a
-message (`kind` for one that must not be shown).
+message (`kind` for one that must not be shown). `clean_text` is the one check of a text that must
+not be empty nor hold control characters (or another set of unsafe ones), with each key's message.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ _DERIVED_HINTS: Final = {
 
 _VAR_RE: Final = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?", re.DOTALL)
 _INT_TEXT_RE: Final = re.compile(r"[+-]?[0-9]+")
+CONTROL_RE: Final = re.compile(r"[\x00-\x1f\x7f]")
+SPACE_OR_CONTROL_RE: Final = re.compile(r"[\s\x00-\x1f\x7f]")
 
 _SHOW_MAX: Final = 80
 
@@ -98,6 +101,29 @@ class Text(NamedTuple):
 
 
 MISSING: Final = object()
+
+
+def clean_text(
+    key: str,
+    value: str,
+    message: str,
+    *,
+    unsafe: re.Pattern[str] = CONTROL_RE,
+    strip: bool = True,
+    empty: str | None = None,
+    blank_is_empty: bool = True,
+) -> str:
+    """`value` (stripped unless `strip` is false) when it is not empty and holds no character
+    `unsafe` matches; else ConfigError(key, message), or (key, empty) for an empty one if given.
+
+    White space alone counts as empty unless `blank_is_empty` is false (a password of spaces is
+    one, a value that is used unstripped may keep its spaces)."""
+    text = value.strip() if strip else value
+    if not (value.strip() if blank_is_empty else value):
+        raise ConfigError(key, message if empty is None else empty)
+    if unsafe.search(text):
+        raise ConfigError(key, message)
+    return text
 
 
 class Context:
@@ -314,6 +340,13 @@ class Section:
             raise ConfigError(self.key(name), f"required key is missing; expected {expected}")
         return value
 
+    def required_text(self, name: str, expected: str, *, missing: str | None = None,
+                      secret: bool = False) -> Text:
+        """A required string; `missing` is what the message for an absent key expects (default:
+        `expected`), for a hint that only a wrongly typed value needs (such as quoting numbers)."""
+        value = self.required(name, expected if missing is None else missing)
+        return self.ctx.text(self.key(name), value, expected, secret=secret)
+
     def optional(self, name: str, expected: str, default: object) -> object:
         """The value, or MISSING when absent; an explicit null for a non-nullable key is an error."""
         value = self.data.get(name, MISSING)
@@ -364,6 +397,14 @@ class Section:
         if value is MISSING:
             return None
         return self.ctx.text(self.key(name), value, expected)
+
+    def plain_text(self, name: str, default: str) -> str:
+        """A string with a default, stripped: non-empty and without control characters."""
+        text = self.text(name, default, "a non-empty string")
+        if text is None:
+            return default
+        message = f"expected a non-empty string without control characters, got {text.shown}"
+        return clean_text(self.key(name), text.value, message)
 
     def nullable_text(self, name: str, expected: str) -> Text | None:
         """A string that may be null; an empty string (e.g. from ``${X:-}``) also means null."""

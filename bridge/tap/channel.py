@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from bridge.audio.channel import DEFAULT_RING_FRAMES, MediaChannel
+from bridge.audio.channel import MediaChannel
+from bridge.audio.framing import RING_FRAMES
 from bridge.audio.playout import PlayoutBuffer
 from bridge.audio.ticks import TickCounter
 
@@ -18,7 +19,7 @@ __all__ = ["TapChannel"]
 
 
 class TapChannel(MediaChannel):
-    def __init__(self, frame_bytes: int, ticks: TickCounter, *, ring_frames: int = DEFAULT_RING_FRAMES,
+    def __init__(self, frame_bytes: int, ticks: TickCounter, *, ring_frames: int = RING_FRAMES,
                  notify: Callable[[], None] | None = None) -> None:
         super().__init__(frame_bytes, PlayoutBuffer(frame_bytes, prebuffer_bytes=0, cap_bytes=frame_bytes),
                          ring_frames=ring_frames, notify=notify)
@@ -45,21 +46,12 @@ class TapChannel(MediaChannel):
 
         Frames the clock thread overwrote before the loop read them are counted in
         `rx_overrun_frames` and left out (their ticks with them: the aligner pads the gap)."""
-        start = self.rx_read
-        end = self.rx_written
-        if end == start:
+        span = self._rx_span(1)
+        if span is None:
             return [], b""
+        start, end = span
         n = self._ring_frames
-        limit = n - 1  # the slot being written next is never read
-        if end - start > limit:
-            self.rx_overrun_frames += end - start - limit
-            start = end - limit
+        # Read before the PCM: the lap check after its copy then covers the ticks as well.
         ticks = [self._rx_ticks[i % n] for i in range(start, end)]
-        data = b"".join(self._rx_slots[i % n] for i in range(start, end))
-        lapped = self.rx_written - start - limit
-        if lapped > 0:
-            self.rx_overrun_frames += lapped
-            ticks = ticks[lapped:]
-            data = data[lapped * self.frame_bytes :]
-        self.rx_read = end
-        return ticks, data
+        data, lapped = self._rx_copy(start, end)
+        return (ticks[lapped:] if lapped else ticks), data

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from bridge.audio.framing import frame_bytes
+from bridge.audio.framing import FRAME_MS, frame_bytes
 from bridge.audio.ticks import TickCounter
 from bridge.bot.agentstream.events import StartInfo, StopReason
 from bridge.call.policy import CallPolicy
@@ -55,7 +55,6 @@ log = logging.getLogger("bridge.tap")
 
 __all__ = ["TapConversation", "TapLeg", "TapSip"]
 
-FRAME_MS = 20
 # A track may hold the others back this long (its media not connected yet, a stalled hand-off)
 # before it is padded with silence; 200 ms.
 MAX_LAG_FRAMES = 10

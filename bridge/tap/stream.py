@@ -13,15 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from bridge.audio.framing import Chunker, frame_bytes
+from bridge.audio.framing import FRAME_MS, Chunker, frame_bytes
 from bridge.audio.resample import StreamResampler
 from bridge.bot.agentstream.events import StartInfo, StopReason
 from bridge.bot.agentstream.session import StreamSession
 from bridge.tap.layout import interleave
 
 __all__ = ["TapStream"]
-
-FRAME_MS = 20
 
 
 class TapStream:
@@ -120,13 +118,6 @@ class TapStream:
         session, chunker = self.session, self._chunker
         if session is None or chunker is None:
             return []
-        out = []
         rest = chunker.flush()
-        if rest:
-            text = session.media(rest)
-            if text is not None:
-                out.append(text)
-        stop = session.stop(reason)
-        if stop is not None:
-            out.append(stop)
-        return out
+        texts = (session.media(rest) if rest else None, session.stop(reason))
+        return [text for text in texts if text is not None]

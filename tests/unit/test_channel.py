@@ -7,6 +7,7 @@ import threading
 
 from bridge.audio.channel import MediaChannel
 from bridge.audio.playout import PlayoutBuffer
+from bridge.audio.ring import ring_lapped, ring_span
 
 FRAME = 320
 
@@ -57,6 +58,14 @@ def test_a_stalled_loop_loses_the_oldest_frames_and_counts_them() -> None:
     assert len(data) == 7 * FRAME  # ring - 1: the slot being written next is never read
     assert data[0] == 13 and data[-1] == 19
     assert ch.rx_overrun_frames == 13
+
+
+def test_ring_span_takes_whole_chunks_within_what_the_ring_holds() -> None:
+    assert ring_span(0, 2, 8, whole=5) is None  # fewer than a whole chunk wait
+    assert ring_span(0, 12, 8, whole=5) == (5, 10, 5)  # 7 readable: one chunk, 5 overrun
+    assert ring_span(3, 9, 8) == (3, 9, 0)
+    assert ring_lapped(5, 12, 8) == 0
+    assert ring_lapped(5, 15, 8) == 3
 
 
 def test_heartbeat_becomes_silence() -> None:

@@ -43,3 +43,30 @@ def test_a_tap_never_plays_anything() -> None:
     ch = TapChannel(FRAME, TickCounter())
     ch.write_audio(bytes(FRAME * 4))
     assert ch.tx_audio() is None and ch.tx_frame() == bytes(FRAME)
+
+
+def test_frames_lapped_while_being_copied_are_dropped_with_their_ticks() -> None:
+    ticks = TickCounter()
+    ch = TapChannel(FRAME, ticks, ring_frames=8)
+    for i in range(7):
+        commit(ch, ticks, i)
+
+    class LappedOnFirstRead(list[memoryview]):
+        """The ring's slots, as the clock thread would have them: it commits three frames
+        just as the loop starts copying."""
+
+        fired = False
+
+        def __getitem__(self, index: int) -> memoryview:  # type: ignore[override]
+            if not self.fired:
+                self.fired = True
+                for value in range(100, 103):
+                    commit(ch, ticks, value)
+            return list.__getitem__(self, index)
+
+    ch._rx_slots = LappedOnFirstRead(ch._rx_slots)
+    got, data = ch.take()
+    assert got == [4, 5, 6, 7] and [data[i * FRAME] for i in range(4)] == [3, 4, 5, 6]
+    assert ch.rx_overrun_frames == 3
+    got, data = ch.take()
+    assert got == [8, 9, 10] and [data[i * FRAME] for i in range(3)] == [100, 101, 102]

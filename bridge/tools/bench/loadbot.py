@@ -22,9 +22,9 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
+from bridge.tools.bench.wire import LATE_MS
 from bridge.ws.fastpath import FastServerConnection
 
-LATE_MS = 20.0
 _MEDIA_PREFIX = '{"event":"media",'
 
 

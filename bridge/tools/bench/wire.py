@@ -21,13 +21,16 @@ from itertools import pairwise
 from pathlib import Path
 from typing import TypeVar
 
+from bridge.audio.framing import FRAME_MS
 from bridge.ws.fastpath import MESSAGE, FrameSplitter
 
 StreamKey = TypeVar("StreamKey", bound=Hashable)
 
-__all__ = ["media_pacing", "pacing", "pcap_ipv4", "read_pcap_rtp", "read_pcap_ws_media", "sample_modulus"]
+__all__ = ["LATE_MS", "media_pacing", "pacing", "pcap_ipv4", "read_pcap_rtp", "read_pcap_ws_media",
+           "sample_modulus"]
 
-LATE_MS = 20.0  # later than its stream's typical lag by more than a 20 ms frame: late
+# Later than its stream's typical lag by more than a frame: late (on the wire and in the load bot).
+LATE_MS = float(FRAME_MS)
 _TIMESTAMP = re.compile(r'"timestamp":"(\d+)"')
 _MEDIA_PREFIX = '{"event":"media"'
 _TCP_SYN = 0x02
@@ -100,7 +103,7 @@ def pacing(streams: Mapping[StreamKey, list[tuple[float, int]]]) -> dict[str, fl
             if step > 0:
                 highest, last = index, seq
             seen.add(index)
-            lags.append((t - t0) * 1000.0 - index * 20.0)
+            lags.append((t - t0) * 1000.0 - index * float(FRAME_MS))
         missing += highest + 1 - len(seen)
         late += _late(lags)
         total += len(lags)
