@@ -21,9 +21,14 @@ CONFIG_SITE="$HERE/config_site.h"
 PYTAG=$("$PY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
 # Bump BUILD_REV when the configure flags or build steps change: it invalidates cached wheels.
 BUILD_REV=2
-MEDIA_PIPE="$HERE/media_pipe.hpp"
-SIP_GUARD="$HERE/sip_guard.hpp"
-KEY=$( (cat "$CONFIG_SITE" "$MEDIA_PIPE" "$SIP_GUARD" "$HERE/pjsip-source.sh"; echo "$BUILD_REV") | sha256sum | cut -c1-12)
+# The bridge's C++ (every native/*.hpp), in the order SWIG must read it: a class before the
+# classes that take it as an argument. A header not listed here fails the build (below).
+HEADERS="media_template.hpp media_wakeup.hpp media_sender.hpp media_pipe.hpp media_pipe_send.hpp media_port.hpp
+         sip_guard.hpp"
+for h in "$HERE"/*.hpp; do
+  case " $(echo $HEADERS) " in *" $(basename "$h") "*) ;; *) echo "pjsua2: $h is not in HEADERS" >&2; exit 1;; esac
+done
+KEY=$( (cat "$CONFIG_SITE" "$HERE"/*.hpp "$HERE/pjsip-source.sh"; echo "$BUILD_REV") | sha256sum | cut -c1-12)
 WHEELDIR="$CACHE/wheels/$PYTAG-$KEY"
 if ls "$WHEELDIR"/pjsua2-*.whl >/dev/null 2>&1; then
   step "cached wheel found"
@@ -43,11 +48,17 @@ pjsip_configure -fPIC -O2
 step "make lib (-j$JOBS)"
 (cd "$PJ" && make dep >&2 && make -j"$JOBS" lib >&2)
 
-# 5. the bridge's native media hand-off (MediaWakeup, MediaPipe, PipeMediaPort, MediaSender) joins the SWIG
-#    module; its loop-side methods keep the GIL (nothread): they are short, take only the pipe's
-#    own lock, and some use the Python C API.
-cp "$MEDIA_PIPE" "$PJ/pjsip/include/pjsua2/media_pipe.hpp"
-cp "$SIP_GUARD" "$PJ/pjsip/include/pjsua2/sip_guard.hpp"
+# 5. the bridge's native media hand-off (MediaWakeup, MediaPipe, PipeMediaPort, MediaSender, the
+#    dialect's SendTemplate) and SIP guard join the SWIG module; the pipe's loop-side methods
+#    keep the GIL (nothread): they are short, take only the pipe's own locks, and some use the
+#    Python C API.
+INCLUDES=""
+SWIG_INCLUDES=""
+for h in $HEADERS; do
+  cp "$HERE/$h" "$PJ/pjsip/include/pjsua2/$h"
+  INCLUDES="$INCLUDES\n#include \"pjsua2/$h\""
+  SWIG_INCLUDES="$SWIG_INCLUDES%include \"pjsua2/$h\"\n"
+done
 SWIGI="$PJ/pjsip-apps/src/swig/pjsua2.i"
 NOTHREAD=""
 for m in take getFd close rxReady rxTake write mark clear watchMark watchProbe probeTime pullTime rxChunkTime rxWritten rxRead \
@@ -57,9 +68,10 @@ for m in take getFd close rxReady rxTake write mark clear watchMark watchProbe p
   case $m in take|getFd) cls=MediaWakeup;; *) cls=MediaPipe;; esac
   NOTHREAD="$NOTHREAD%feature(\"nothread\") pj::$cls::$m;\n"
 done
-sed -i 's|^#include "pjsua2.hpp"$|#include "pjsua2.hpp"\n#include "pjsua2/media_pipe.hpp"\n#include "pjsua2/sip_guard.hpp"|' "$SWIGI"
-sed -i "s|^%include \"pjsua2/media.hpp\"\$|%include \"pjsua2/media.hpp\"\n$NOTHREAD%include \"pjsua2/media_pipe.hpp\"\n%include \"pjsua2/sip_guard.hpp\"|" "$SWIGI"
-grep -q 'media_pipe.hpp"$' "$SWIGI" || { echo "pjsua2: could not add media_pipe.hpp to pjsua2.i" >&2; exit 1; }
+sed -i "s|^#include \"pjsua2.hpp\"\$|#include \"pjsua2.hpp\"$INCLUDES|" "$SWIGI"
+sed -i "s|^%include \"pjsua2/media.hpp\"\$|%include \"pjsua2/media.hpp\"\n$NOTHREAD$SWIG_INCLUDES|" "$SWIGI"
+grep -q '^%include "pjsua2/media_pipe.hpp"$' "$SWIGI" || { echo "pjsua2: could not add media_pipe.hpp to pjsua2.i" >&2; exit 1; }
+grep -q '^#include "pjsua2/media_pipe.hpp"$' "$SWIGI" || { echo "pjsua2: could not include media_pipe.hpp in pjsua2.i" >&2; exit 1; }
 
 # 6. SWIG bindings, packed as a wheel by a throwaway venv of the same Python (setuptools + wheel)
 step "swig python bindings"

@@ -45,10 +45,10 @@ class MediaPipeLike(Protocol):
     def framesAudio(self) -> int: ...
     def bufferedBytes(self) -> int: ...
     def isPlaying(self) -> bool: ...
-    def senderAttach(self, sender: Any, fd: int, infix: str, seq: int, chunk: int, samples: int,
+    def senderAttach(self, sender: Any, fd: int, template: bytes, seq: int, chunk: int, samples: int,
                      rate: int, backlog_limit: int) -> bool: ...
     def senderWriteRaw(self, frame: bytes) -> bool: ...
-    def senderWriteEvent(self, head: bytes, tail: bytes) -> int: ...
+    def senderWriteEvent(self, template: bytes) -> int: ...
     def senderDetach(self) -> tuple[bytes, int, int, int]: ...
     def senderStatus(self) -> tuple[int, int, int, float, int, int, int]: ...
     def senderLatencies(self) -> list[float]: ...
@@ -131,20 +131,23 @@ class PipeChannel:
 
     # ---- caller audio straight to the bot's socket (the native sender) ---------------------
 
-    def start_sending(self, fd: int, infix: str, seq: int, chunks: int, samples: int, rate: int,
+    def start_sending(self, fd: int, template: bytes, seq: int, chunks: int, samples: int, rate: int,
                       backlog_limit: int) -> bool:
-        """From now on the sender thread turns whole chunks into `media` messages for the socket
-        `fd` (a duplicate of it), numbered on from the given counters, and every other frame
-        for that socket must go through send_event / send_raw. False when there is no sender."""
+        """From now on the sender thread turns whole chunks into media messages for the socket
+        `fd` (a duplicate of it), rendered from the dialect's media `template` (UTF-8 of a
+        bridge/bot/template.py template) and numbered on from the given counters, and every
+        other frame for that socket must go through send_event / send_raw. False when there is
+        no sender; ValueError for a template without exactly one payload slot."""
         if self._sender is None or self.sending:
             return False
-        self.sending = self.pipe.senderAttach(self._sender, fd, infix, seq, chunks, samples, rate,
-                                              backlog_limit)
+        self.sending = bool(self.pipe.senderAttach(self._sender, fd, template, seq, chunks, samples, rate,
+                                                   backlog_limit))
         return self.sending
 
-    def send_event(self, head: bytes, tail: bytes) -> int:
-        """Queue a message with its sequence number between head and tail; returns the number."""
-        return self.pipe.senderWriteEvent(head, tail)
+    def send_event(self, template: bytes) -> int:
+        """Queue a message rendered from an event template (its sequence number's slot filled in
+        here, in wire order with the media); returns the number, 0 if detached."""
+        return self.pipe.senderWriteEvent(template)
 
     def send_raw(self, frame: bytes) -> bool:
         return self.pipe.senderWriteRaw(frame)

@@ -24,8 +24,8 @@ from bridge.audio.channel import MediaChannel
 from bridge.audio.framing import FRAME_MS, frame_bytes
 from bridge.audio.pipe_channel import PipeChannel
 from bridge.audio.playout import PlayoutBuffer
-from bridge.bot.agentstream.events import StartInfo
-from bridge.bot.agentstream.session import StreamSession
+from bridge.bot.dialect import DEFAULT_DIALECT, DialectSession, get_dialect
+from bridge.bot.events import StartInfo
 from bridge.call.inbox import BotInbox
 from bridge.call.link import CallLink, LinkOpener
 from bridge.call.native_send import hand_off
@@ -112,7 +112,7 @@ class BridgeCall:
         # finished call is freed at once rather than by the cycle collector.
         self._stop = _stopper(self.state, self._stop_requested)
         self.link: CallLink | None = None
-        self.session: StreamSession | None = None
+        self.session: DialectSession | None = None
         self._pump: MediaPump | None = None
         self._inbox: BotInbox | None = None
 
@@ -336,7 +336,7 @@ class BridgeCall:
                     params[name] = value
         return params
 
-    def _open_session(self, rate: int, url_params: dict[str, str]) -> StreamSession:
+    def _open_session(self, rate: int, url_params: dict[str, str]) -> DialectSession:
         """The bot session of this call (its protocol's `start` carries who is calling)."""
         bot = self.policy.bot
         info = StartInfo(
@@ -348,8 +348,9 @@ class BridgeCall:
             custom_parameters=self._custom_parameters(url_params),
             sample_rate=rate,
         )
-        return StreamSession(info, chunk_ms=bot.chunk_ms, max_message_bytes=bot.max_message_bytes,
-                             warn_message_bytes=bot.warn_message_bytes)
+        return get_dialect(DEFAULT_DIALECT).session(
+            info, chunk_ms=bot.chunk_ms, max_message_bytes=bot.max_message_bytes,
+            warn_message_bytes=bot.warn_message_bytes)
 
     def _make_channel(self) -> MediaChannel | PipeChannel:
         """The call's audio channel (native when the engine has the pipe), with its recorder."""

@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from bridge.bot.agentstream.events import BotClear, BotMark, BotMedia, ProtocolError
-from bridge.bot.agentstream.session import StreamSession
+from bridge.bot.dialect import DialectSession
+from bridge.bot.events import BotClear, BotMark, BotMedia, ProtocolError
 from bridge.call.link import CallLink
 from bridge.call.pump import MediaPump
 from bridge.errors import BotMessageTooBig
@@ -20,7 +20,7 @@ __all__ = ["BotInbox"]
 class BotInbox:
     """Reads one bot link into one session and pump (loop thread only)."""
 
-    def __init__(self, session: StreamSession, link: CallLink, pump: MediaPump, stream_sid: str,
+    def __init__(self, session: DialectSession, link: CallLink, pump: MediaPump, stream_sid: str,
                  warn_message_bytes: int, log: CallLog) -> None:
         self.session = session
         self.link = link

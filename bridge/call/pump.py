@@ -18,7 +18,7 @@ from bridge.audio.framing import FRAME_MS, Chunker, frame_bytes
 from bridge.audio.latency import LatencyHistogram, TickClock, playout_wait_ms
 from bridge.audio.pipe_channel import PipeChannel
 from bridge.audio.resample import StreamResampler
-from bridge.bot.agentstream.session import StreamSession
+from bridge.bot.dialect import DialectSession
 from bridge.call.link import CallLink
 from bridge.call.policy import CallPolicy
 from bridge.call.state import CallState
@@ -42,7 +42,7 @@ class LatencyProbes:
 class MediaPump:
     """Moves one call's audio between its channel and its bot session."""
 
-    def __init__(self, channel: MediaChannel | PipeChannel, session: StreamSession, link: CallLink,
+    def __init__(self, channel: MediaChannel | PipeChannel, session: DialectSession, link: CallLink,
                  policy: CallPolicy, socket_rate: int, probes: LatencyProbes, state: CallState,
                  on_stall: Callable[[str], None], log: CallLog) -> None:
         self.channel = channel

@@ -581,3 +581,61 @@ def test_the_pipe_lets_go_of_a_socket_the_bot_closes() -> None:
         del sender
 
     run(main)
+
+
+def test_a_second_dialect_goes_through_the_same_pipe_and_link() -> None:
+    """The seam end to end: a test-only dialect (tests/dialectlib.py: other JSON, mu-law audio)
+    registered by name, its session handed to the pipe through a real BotLink; the bot sees its
+    media and its events numbered in one stream, then the session's own media after the hand-back."""
+    import json
+
+    import pjsua2 as pj
+
+    from bridge.audio.pipe_channel import PipeChannel
+    from bridge.bot.dialect import get_dialect, register, unregister
+    from bridge.bot.events import StartInfo
+    from bridge.call.native_send import hand_off
+    from tests.dialectlib import NAME, SeamDialect, media_text
+
+    got: list[str] = []
+
+    async def script(ws: ServerConnection) -> None:
+        async for message in ws:
+            assert isinstance(message, str)
+            got.append(message)
+
+    async def main() -> None:
+        sender = pj.MediaSender()
+        channel = PipeChannel(pj.MediaPipe(1, pj.MediaWakeup(), 320, 64, 1, 0, 32000, 10), 320, sender)
+        session = get_dialect(NAME).session(StartInfo("sid", "call", "acct", "a", "b"), chunk_ms=20)
+        async with bot_server(script) as bot:
+            link = await open_bot_link(bot.url, quick())
+            link.set_message_handler(lambda message: None)
+            assert link.send_nowait(session.connected()) and link.send_nowait(session.start())
+            assert hand_off(channel, session, link, 8000)
+            for i in range(10):
+                channel.pipe.pushFrame(bytes([i]) * 320)
+                if i == 4:
+                    channel.send_due()  # the call's order: audio before the digit goes first
+                    assert link.send_nowait(session.dtmf("5", 100) or "")
+                await asyncio.sleep(0.01)
+            await until(lambda: len(got) >= 13)
+            link.take_writes_back()
+            assert not session.handed_off
+            assert link.send_nowait(session.media(bytes(320)) or "")
+            assert link.send_nowait(session.stop("callended") or "")
+            await until(lambda: len(got) >= 15)
+            await link.close(1000)
+        del sender
+        numbers = [json.loads(m)["seq"] for m in got[1:]]
+        assert numbers == list(range(100, 114))
+        assert got[1 + 6] == '{"type":"key","seq":106,"key":"5","ms":100}'
+        media = [m for m in got if '"audio"' in m]
+        assert media[0] == media_text(101, "sid", 1, 160, 8000, bytes([0]) * 320)
+        assert media[-1] == media_text(112, "sid", 11, 1760, 8000, bytes(320))
+
+    register(SeamDialect())
+    try:
+        run(main)
+    finally:
+        unregister(NAME)

@@ -25,7 +25,7 @@ from bridge.bot.agentstream.codec import (
     encode_media,
     encode_start,
     encode_stop,
-    split_at_number,
+    number_slot,
 )
 from bridge.bot.agentstream.events import (
     BotClear,
@@ -35,6 +35,7 @@ from bridge.bot.agentstream.events import (
     ProtocolError,
     StartInfo,
 )
+from bridge.bot.template import render
 
 GOLDEN = Path(__file__).parent / "golden" / "agentstream"
 
@@ -530,19 +531,17 @@ def test_decoded_events_are_frozen() -> None:
 def test_an_unnumbered_message_takes_its_number_where_the_encoder_puts_it(
     name: str, sid: str, seq: int,
 ) -> None:
-    """The native sender numbers the call's events by cutting them at split_at_number: whatever
-    a bot put in a mark's name (quotes, the field's own text), head + number + tail is exactly
-    what the encoder makes with that number."""
+    """The native sender numbers the call's events through number_slot's template: whatever a
+    bot put in a mark's name (quotes, the field's own text), the template rendered with a number
+    is exactly what the encoder makes with that number."""
     for unnumbered, numbered in (
         (encode_mark(UNNUMBERED, sid, name), encode_mark(seq, sid, name)),
         (encode_dtmf(UNNUMBERED, sid, "5", 100), encode_dtmf(seq, sid, "5", 100)),
         (encode_stop(UNNUMBERED, sid, name, name, "stopped"), encode_stop(seq, sid, name, name, "stopped")),
     ):
-        head, tail = split_at_number(unnumbered)
-        assert head + str(seq).encode() + tail == numbered.encode()
+        assert render(number_slot(unnumbered), seq=seq) == numbered
 
 
 def test_a_mark_named_like_the_field_is_still_cut_at_the_field() -> None:
     text = encode_mark(UNNUMBERED, "s", '"sequence_number":"0"')
-    head, tail = split_at_number(text)
-    assert (head + b"9" + tail).decode() == encode_mark(9, "s", '"sequence_number":"0"')
+    assert render(number_slot(text), seq=9) == encode_mark(9, "s", '"sequence_number":"0"')

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from bridge.bot.agentstream.codec import decode_bot_message, split_at_number
+from bridge.bot.agentstream.codec import decode_bot_message, number_slot
 from bridge.bot.agentstream.events import (
     BotClear,
     BotIgnored,
@@ -20,6 +20,7 @@ from bridge.bot.agentstream.events import (
     StartInfo,
 )
 from bridge.bot.agentstream.session import SessionStateError, StreamSession
+from bridge.bot.template import Slot, render, slot
 
 GOLDEN = Path(__file__).parent / "golden" / "agentstream"
 INBOUND = sorted(p.name for p in GOLDEN.glob("in_*.json"))
@@ -600,9 +601,8 @@ def test_hand_off_numbering_and_take_back() -> None:
         session.hand_off_numbering()
     session.receive(bot_mark("a"))
     for text in (session.dtmf("5", 100), session.mark("a")):
-        head, tail = split_at_number(text or "")
-        assert (head + b"41" + tail).decode() == (text or "").replace('"sequence_number":"0"',
-                                                                      '"sequence_number":"41"')
+        assert render(text or "", seq=41) == (text or "").replace('"sequence_number":"\x00s"',
+                                                                  '"sequence_number":"41"')
     # The writer sent media 2..9 and the two events: the session carries on from its counters.
     session.take_back_numbering(12, 9, 7200)
     assert not session.handed_off
@@ -630,7 +630,7 @@ def test_an_unnumbered_stop_is_split_at_its_number_not_inside_a_value() -> None:
     session = started()
     session.hand_off_numbering()
     text = session.stop("stopped") or ""
-    head, tail = split_at_number(text)
-    assert head.endswith(b'"sequence_number":"') and tail.startswith(b'","stream_sid"')
+    head, _, tail = text.partition(slot(Slot.SEQ))
+    assert head.endswith('"sequence_number":"') and tail.startswith('","stream_sid"')
     with pytest.raises(ValueError):
-        split_at_number('{"event":"media","sequence_number":"7"}')
+        number_slot('{"event":"media","sequence_number":"7"}')

@@ -1,5 +1,5 @@
 """pjsua2.MediaSender and the pipe's sender side: caller audio written to the bot's socket by a
-native thread (native/media_pipe.hpp).
+native thread (native/media_pipe_send.hpp).
 
 Every test uses a real sender thread and a real socket pair; the far end reads what a bot would
 and cuts it into frames with the bridge's own FrameSplitter (masked, as a server reads them). The
@@ -23,11 +23,11 @@ import pjsua2 as pj
 import pytest
 
 from bridge.audio.pipe_channel import PipeChannel
-from bridge.bot.agentstream.codec import MediaEncoder, split_at_number
+from bridge.bot.agentstream.codec import MediaEncoder, number_slot
 from bridge.ws.fastpath import MESSAGE, FrameSplitter
 
 FRAME = 320
-SID = "stream-\u00e9\"1"  # escaped by json.dumps: the infix carries it as the encoder does
+SID = "stream-\u00e9\"1"  # escaped by json.dumps: the template carries it as the encoder does
 
 
 def chunk_pcm(seed: int, frames: int) -> list[bytes]:
@@ -52,8 +52,8 @@ class Rig:
         self.splitter = FrameSplitter(None, masked=True)
         self.raw = bytearray()
         self.encoder = MediaEncoder(SID)
-        assert self.channel.start_sending(self.ours.fileno(), self.encoder.infix, seq, chunks, samples,
-                                          rate, backlog)
+        template = self.encoder.template().encode()
+        assert self.channel.start_sending(self.ours.fileno(), template, seq, chunks, samples, rate, backlog)
 
     def read(self, want: int, timeout: float = 5.0) -> list[str]:
         """The next `want` messages the bot receives."""
@@ -123,8 +123,7 @@ def test_events_are_numbered_in_wire_order_with_the_media(rig: Any) -> None:
     r.pipe.pushFrame(chunk_pcm(2, 1)[0])
     (first,) = r.read(1)
     event = '{"event":"dtmf","sequence_number":"0","stream_sid":"s","dtmf":{"digit":"5","duration":"100"}}'
-    head, tail = split_at_number(event)
-    assert r.channel.send_event(head, tail) == 6
+    assert r.channel.send_event(number_slot(event).encode()) == 6
     r.pipe.pushFrame(chunk_pcm(3, 1)[0])
     got = r.read(2)
     assert got[0] == event.replace('"sequence_number":"0"', '"sequence_number":"6"')
@@ -160,7 +159,7 @@ def test_detach_hands_back_the_counters_and_the_unwritten_bytes(rig: Any) -> Non
     assert numbers == list(range(10, 50))
     # Detached: nothing more is sent or queued.
     r.pipe.pushFrame(chunk_pcm(5, 1)[0])
-    assert r.channel.send_event(b'{"event":"x","sequence_number":"', b'"}') == 0
+    assert r.channel.send_event(b'{"event":"x","sequence_number":"\0s"}') == 0
     assert not r.channel.send_raw(b"\x89\x80abcd")
 
 
@@ -174,8 +173,8 @@ def test_a_bot_that_stops_reading_loses_media_not_events(rig: Any) -> None:
         time.sleep(0.01)
     status = r.channel.send_status()
     assert status.stalled_since > 0 and status.backlog_bytes > 8000 - 1000
-    head, tail = split_at_number('{"event":"mark","sequence_number":"0","mark":{"name":"m"}}')
-    seq = r.channel.send_event(head, tail)  # over the backlog limit, and still queued
+    mark = number_slot('{"event":"mark","sequence_number":"0","mark":{"name":"m"}}')
+    seq = r.channel.send_event(mark.encode())  # over the backlog limit, and still queued
     assert seq > 0
     time.sleep(0.05)
     # The bot reads again: the sender thread writes the rest as the socket drains (poll).
@@ -247,7 +246,8 @@ def test_no_sender_means_no_hand_off() -> None:
     channel = PipeChannel(pipe, FRAME)
     a, b = socket.socketpair()
     try:
-        assert not channel.start_sending(a.fileno(), MediaEncoder("s").infix, 2, 0, 0, 8000, 1000)
+        template = MediaEncoder("s").template().encode()
+        assert not channel.start_sending(a.fileno(), template, 2, 0, 0, 8000, 1000)
         assert not channel.sending
         assert channel.stop_sending() == (b"", 0, 0, 0)
     finally:
@@ -261,7 +261,7 @@ def test_a_bad_descriptor_is_refused() -> None:
     channel = PipeChannel(pipe, FRAME, sender)
     fd = os.open("/dev/null", os.O_RDONLY)
     os.close(fd)
-    assert not channel.start_sending(fd, MediaEncoder("s").infix, 2, 0, 0, 8000, 1000)
+    assert not channel.start_sending(fd, MediaEncoder("s").template().encode(), 2, 0, 0, 8000, 1000)
     assert not channel.sending
 
 
@@ -271,7 +271,7 @@ LIFETIME = {
         for i in range(50):
             pipe = pj.MediaPipe(i, wakeup, 320, 64, 1, 0, 32000, 10)
             a, b = socket.socketpair()
-            pipe.senderAttach(sender, a.fileno(), INFIX, 2, 0, 0, 8000, 1 << 20)
+            pipe.senderAttach(sender, a.fileno(), TEMPLATE, 2, 0, 0, 8000, 1 << 20)
             for _ in range(20):
                 pipe.pushFrame(bytes(320))
             del pipe
@@ -284,7 +284,7 @@ LIFETIME = {
         for i in range(20):
             pipe = pj.MediaPipe(i, wakeup, 320, 64, 1, 0, 32000, 10)
             a, b = socket.socketpair()
-            pipe.senderAttach(sender, a.fileno(), INFIX, 2, 0, 0, 8000, 1 << 20)
+            pipe.senderAttach(sender, a.fileno(), TEMPLATE, 2, 0, 0, 8000, 1 << 20)
             pipes.append((pipe, a, b))
         del sender
         for pipe, a, b in pipes:
@@ -297,7 +297,7 @@ LIFETIME = {
         pipe = pj.MediaPipe(1, wakeup, 320, 64, 1, 0, 32000, 10)
         a, b = socket.socketpair()
         a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-        pipe.senderAttach(sender, a.fileno(), INFIX, 2, 0, 0, 8000, 1 << 20)
+        pipe.senderAttach(sender, a.fileno(), TEMPLATE, 2, 0, 0, 8000, 1 << 20)
         for _ in range(100):
             pipe.pushFrame(bytes(320))
     """,
@@ -307,7 +307,7 @@ LIFETIME = {
 @pytest.mark.parametrize("name", sorted(LIFETIME))
 def test_lifetime_does_not_crash_or_hang(name: str) -> None:
     code = ("import socket\nimport pjsua2 as pj\nwakeup = pj.MediaWakeup()\nsender = pj.MediaSender()\n"
-            f"INFIX = {MediaEncoder('s').infix!r}\n")
+            f"TEMPLATE = {MediaEncoder('s').template().encode()!r}\n")
     code += textwrap.dedent(LIFETIME[name]) + "\nprint('ok')\n"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -1,6 +1,16 @@
-"""AgentStream protocol core (sans-I/O): typed events, a pure JSON codec and the per-stream session."""
+"""The AgentStream dialect (Exotel's): a pure JSON codec and the per-stream session, sans-I/O.
+
+`DIALECT` is what the registry (bridge/bot/dialect.py) knows as "agentstream".
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from bridge.bot.events import StartInfo
 
 from .codec import (
+    DEFAULT_MAX_MESSAGE_BYTES,
     MediaEncoder,
     decode_bot_message,
     encode_connected,
@@ -16,12 +26,13 @@ from .events import (
     BotMark,
     BotMedia,
     ProtocolError,
-    StartInfo,
     StopReason,
 )
 from .session import SessionState, SessionStateError, StreamSession
 
 __all__ = [
+    "DIALECT",
+    "AgentStream",
     "BotClear",
     "BotIgnored",
     "BotMark",
@@ -41,3 +52,18 @@ __all__ = [
     "encode_start",
     "encode_stop",
 ]
+
+
+class AgentStream:
+    """The dialect: one StreamSession per stream."""
+
+    name: Final = "agentstream"
+
+    def session(self, info: StartInfo, *, chunk_ms: int = 100, two_way: bool = True,
+                max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+                warn_message_bytes: int = 100 * 1024) -> StreamSession:
+        return StreamSession(info, chunk_ms=chunk_ms, two_way=two_way, max_message_bytes=max_message_bytes,
+                             warn_message_bytes=warn_message_bytes)
+
+
+DIALECT: Final = AgentStream()

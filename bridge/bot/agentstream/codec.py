@@ -12,6 +12,8 @@ import json
 from binascii import a2b_base64, b2a_base64
 from typing import Final
 
+from bridge.bot.template import Slot, literal, slot
+
 from .events import (
     BotClear,
     BotIgnored,
@@ -33,7 +35,7 @@ __all__ = [
     "encode_media",
     "encode_start",
     "encode_stop",
-    "split_at_number",
+    "number_slot",
 ]
 
 DEFAULT_MAX_MESSAGE_BYTES: Final = 1 << 20
@@ -80,14 +82,15 @@ def encode_start(seq: int, info: StartInfo) -> str:
     )
 
 
-# The sequence number of a message whose writer numbers it (a real one starts at 1): its text is
-# cut around the number by split_at_number, and the writer puts the number in.
+# The sequence number a message is encoded with when another writer numbers it (a real one starts
+# at 1): number_slot() then puts the writer's slot in its place.
 UNNUMBERED: Final = 0
 _UNNUMBERED_FIELD: Final = '"sequence_number":"0"'
 
 
-def split_at_number(text: str) -> tuple[bytes, bytes]:
-    """An UNNUMBERED message as the UTF-8 bytes before and after its sequence number's digits.
+def number_slot(text: str) -> str:
+    """An UNNUMBERED message as an event template (bridge/bot/template.py): the sequence number's
+    digits replaced by the slot the native sender fills in.
 
     The first match is the field itself: it is the second key of every message, and a quote
     inside any later string value is escaped, so the pattern cannot occur in one.
@@ -96,7 +99,9 @@ def split_at_number(text: str) -> tuple[bytes, bytes]:
     if at < 0:
         raise ValueError("not an unnumbered message: " + text[:60])
     cut = at + len(_UNNUMBERED_FIELD) - 2
-    return text[:cut].encode(), text[cut + 1 :].encode()
+    # The rest is JSON from json.dumps: no NUL in it (control characters are escaped), so it is
+    # template text as it is.
+    return text[:cut] + slot(Slot.SEQ) + text[cut + 1 :]
 
 
 class MediaEncoder:
@@ -111,9 +116,14 @@ class MediaEncoder:
     __slots__ = ("infix",)
 
     def __init__(self, stream_sid: str) -> None:
-        # Between the sequence number and the chunk number (the native sender builds the same
-        # message around it: native/media_pipe.hpp).
+        # Between the sequence number and the chunk number.
         self.infix: Final = '","stream_sid":' + json.dumps(stream_sid) + ',"media":{"chunk":"'
+
+    def template(self) -> str:
+        """The same message as the native sender's media template (bridge/bot/template.py)."""
+        return (literal('{"event":"media","sequence_number":"') + slot(Slot.SEQ) + literal(self.infix)
+                + slot(Slot.CHUNK) + literal('","timestamp":"') + slot(Slot.TIMESTAMP_MS)
+                + literal('","payload":"') + slot(Slot.PCM16_BASE64) + literal('"}}'))
 
     def __call__(self, seq: int, chunk: int, timestamp_ms: int, pcm: bytes) -> str:
         payload = b2a_base64(pcm, newline=False).decode("ascii")

@@ -7,7 +7,10 @@ counters and marks, so both can be tested without a network.
 from __future__ import annotations
 
 from collections import Counter, deque
+from collections.abc import Callable
 from typing import Final, Literal
+
+from bridge.bot.numbering import Numbering
 
 from .codec import (
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -19,6 +22,7 @@ from .codec import (
     encode_mark,
     encode_start,
     encode_stop,
+    number_slot,
 )
 from .events import (
     DTMF_DIGITS,
@@ -28,6 +32,7 @@ from .events import (
     BotMark,
     BotMedia,
     ProtocolError,
+    SessionStateError,
     StartInfo,
     StopReason,
 )
@@ -39,10 +44,6 @@ SessionState = Literal["new", "connected", "started", "stopped"]
 # Keys of `StreamSession.ignored` are bounded so they can be metric labels: a bot inventing event
 # names must not grow the counter without limit.
 _IGNORED_EVENT_KEYS: Final = frozenset({"connected", "start", "dtmf", "stop"})
-
-
-class SessionStateError(RuntimeError):
-    """A session method was called out of the contract's order: a bug in the caller, not the bot."""
 
 
 class StreamSession:
@@ -59,13 +60,10 @@ class StreamSession:
     MAX_PENDING_MARKS: Final = 4096
 
     __slots__ = (
-        "_chunk",
-        "_handed_off",
         "_media",
+        "_numbering",
         "_pending_marks",
         "_rate",
-        "_samples",
-        "_seq",
         "_state",
         "chunk_ms",
         "errors",
@@ -101,15 +99,10 @@ class StreamSession:
         self.warn_message_bytes: Final = warn_message_bytes
 
         self._state: SessionState = "new"
-        self._seq = 1
-        self._chunk = 0
-        # Timestamps derive from the running sample count, not a sum of per-chunk milliseconds,
-        # so chunks that are not a whole number of milliseconds never drift.
-        self._samples = 0
+        self._numbering = Numbering(first_seq=1)
         self._rate = info.sample_rate
         self._media = MediaEncoder(info.stream_sid)
         self._pending_marks: deque[str] = deque()
-        self._handed_off = False
 
         # Bounded key sets, fit for metric labels. errors: ProtocolError kinds except "too_large".
         # ignored: "connected" | "start" | "dtmf" | "stop" (bridge events echoed back), "unknown",
@@ -132,15 +125,15 @@ class StreamSession:
     @property
     def next_seq(self) -> int:
         """The sequence_number the next message after `connected` will carry."""
-        return self._seq
+        return self._numbering.seq
 
     @property
     def chunks_sent(self) -> int:
-        return self._chunk
+        return self._numbering.chunks
 
     @property
     def audio_ms_sent(self) -> int:
-        return self._samples * 1000 // self._rate
+        return self._numbering.samples * 1000 // self._rate
 
     @property
     def chunk_bytes(self) -> int:
@@ -164,14 +157,14 @@ class StreamSession:
         if self._state != "connected":
             raise SessionStateError(f"start() in state {self._state}; it must follow connected() once")
         self._state = "started"
-        return encode_start(self._next(), self.info)
+        return self._numbered(lambda seq: encode_start(seq, self.info))
 
     def media(self, pcm: bytes) -> str | None:
         """One chunk of PCM16LE at the stream's rate; any non-empty even length."""
         if self._state != "started":
             self._raise_unless_stopped("media")
             return None
-        if self._handed_off:
+        if self._numbering.handed_off:
             raise SessionStateError("media() while another writer numbers the messages; "
                                     "take_back_numbering() first")
         n = len(pcm)
@@ -179,11 +172,8 @@ class StreamSession:
         if n == 0 or n % frame:
             raise ValueError(f"media needs whole 16-bit samples of {self.info.channels} channel(s), "
                              f"got {n} bytes")
-        self._chunk += 1
-        self._samples += n // frame
-        seq = self._seq
-        self._seq = seq + 1
-        return self._media(seq, self._chunk, self._samples * 1000 // self._rate, pcm)
+        seq, chunk, samples = self._numbering.media(n // frame)
+        return self._media(seq, chunk, samples * 1000 // self._rate, pcm)
 
     def dtmf(self, digit: str, duration_ms: int) -> str | None:
         if self._state != "started":
@@ -195,7 +185,8 @@ class StreamSession:
             raise ValueError(f"DTMF duration must be >= 0 ms, not {duration_ms}")
         if not self.two_way:
             return None
-        return encode_dtmf(self._next(), self.info.stream_sid, digit, duration_ms)
+        sid = self.info.stream_sid
+        return self._numbered(lambda seq: encode_dtmf(seq, sid, digit, duration_ms))
 
     def mark(self, name: str) -> str | None:
         """Answer the oldest mark the bot sent; the name must be that mark's name.
@@ -211,7 +202,8 @@ class StreamSession:
         if self._pending_marks[0] != name:
             raise ValueError(f"mark {name!r}: the oldest unanswered mark is {self._pending_marks[0]!r}")
         self._pending_marks.popleft()
-        return encode_mark(self._next(), self.info.stream_sid, name)
+        sid = self.info.stream_sid
+        return self._numbered(lambda seq: encode_mark(seq, sid, name))
 
     def forget_mark(self, name: str) -> None:
         """Drop the oldest unanswered mark without answering it (a `clear` when the profile says
@@ -238,39 +230,32 @@ class StreamSession:
         if previous != "started":
             return None
         info = self.info
-        return encode_stop(self._next(), info.stream_sid, info.call_sid, info.account_sid, reason)
+        return self._numbered(lambda seq: encode_stop(seq, info.stream_sid, info.call_sid, info.account_sid,
+                                                      reason))
 
-    # -- another writer ------------------------------------------------------------------------
+    # -- another writer (the native sender: bridge/bot/template.py) ---------------------------
 
-    @property
-    def media_infix(self) -> str:
-        """The JSON of a `media` message between its sequence number and its chunk number."""
-        return self._media.infix
+    def sender_template(self) -> str:
+        """The `media` message as the native sender's media template."""
+        return self._media.template()
 
     @property
     def handed_off(self) -> bool:
-        return self._handed_off
+        return self._numbering.handed_off
 
     def hand_off_numbering(self) -> tuple[int, int, int]:
         """Let another writer send the media and number every message (the native sender):
         returns (next sequence number, chunks sent, samples sent) for it to carry on from.
-        Until take_back_numbering(), messages from here carry sequence number UNNUMBERED, for
-        the writer to fill in (codec.split_at_number), and media() refuses."""
-        if self._state != "started" or self._handed_off:
+        Until take_back_numbering(), messages from here are event templates whose sequence
+        number is the writer's slot, and media() refuses."""
+        if self._state != "started" or self._numbering.handed_off:
             raise SessionStateError(f"hand_off_numbering() in state {self._state}"
-                                    + (" (already handed off)" if self._handed_off else ""))
-        self._handed_off = True
-        return self._seq, self._chunk, self._samples
+                                    + (" (already handed off)" if self._numbering.handed_off else ""))
+        return self._numbering.hand_off()
 
     def take_back_numbering(self, seq: int, chunks: int, samples: int) -> None:
         """The writer is done: carry on from its counters."""
-        if not self._handed_off:
-            raise SessionStateError("take_back_numbering() without hand_off_numbering()")
-        if seq < self._seq or chunks < self._chunk or samples < self._samples:
-            raise ValueError(f"the writer's counters went backwards: {seq, chunks, samples} < "
-                             f"{self._seq, self._chunk, self._samples}")
-        self._handed_off = False
-        self._seq, self._chunk, self._samples = seq, chunks, samples
+        self._numbering.take_back(seq, chunks, samples)
 
     # -- inbound -----------------------------------------------------------------------------
 
@@ -317,12 +302,11 @@ class StreamSession:
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _next(self) -> int:
-        if self._handed_off:
-            return UNNUMBERED
-        seq = self._seq
-        self._seq = seq + 1
-        return seq
+    def _numbered(self, encode: Callable[[int], str]) -> str:
+        """A message with the next sequence number, or, while another writer numbers them, as a
+        template with the writer's slot for it."""
+        seq = self._numbering.next_seq()
+        return encode(seq) if seq is not None else number_slot(encode(UNNUMBERED))
 
     def _raise_unless_stopped(self, what: str) -> None:
         if self._state != "stopped":
