@@ -336,21 +336,24 @@ class BridgeCall:
                     params[name] = value
         return params
 
-    def _open_session(self, rate: int, url_params: dict[str, str]) -> DialectSession:
-        """The bot session of this call (its protocol's `start` carries who is calling)."""
-        bot = self.policy.bot
-        info = StartInfo(
+    def _start_info(self, rate: int, url_params: dict[str, str]) -> StartInfo:
+        """Who is calling, for the bot's `start`."""
+        return StartInfo(
             stream_sid=self.stream_sid,
             call_sid=self.incoming.call_id,
-            account_sid=bot.account_sid,
+            account_sid=self.policy.bot.account_sid,
             from_=self.incoming.from_user,
             to=self.incoming.to_user,
             custom_parameters=self._custom_parameters(url_params),
             sample_rate=rate,
         )
+
+    def _open_session(self, rate: int, url_params: dict[str, str]) -> DialectSession:
+        """The bot session of this call, in the profile's dialect."""
+        bot = self.policy.bot
         return get_dialect(DEFAULT_DIALECT).session(
-            info, chunk_ms=bot.chunk_ms, max_message_bytes=bot.max_message_bytes,
-            warn_message_bytes=bot.warn_message_bytes)
+            self._start_info(rate, url_params), chunk_ms=bot.chunk_ms,
+            max_message_bytes=bot.max_message_bytes, warn_message_bytes=bot.warn_message_bytes)
 
     def _make_channel(self) -> MediaChannel | PipeChannel:
         """The call's audio channel (native when the engine has the pipe), with its recorder."""

@@ -21,8 +21,7 @@ from typing import Any, Literal, Protocol
 
 from bridge.audio.channel import MediaChannel
 from bridge.audio.pipe_channel import PipeChannel
-from bridge.bot.agentstream.events import StartInfo
-from bridge.bot.agentstream.session import StreamSession
+from bridge.bot.events import StartInfo
 from bridge.call.bridged import BridgeCall, SipLeg
 from bridge.call.link import LinkOpener
 from bridge.call.policy import CallPolicy
@@ -242,27 +241,14 @@ class OutboundCall(BridgeCall):
             return self.policy.bot_url, self.policy.socket_rate, dict(self.policy.url_params)
         return url, parsed.sample_rate, dict(parsed.query_parameters)
 
-    def _open_session(self, rate: int, url_params: dict[str, str]) -> StreamSession:
-        bot = self.policy.bot
+    def _start_info(self, rate: int, url_params: dict[str, str]) -> StartInfo:
         params = {**url_params, **self.spec.custom_parameters, "direction": "outbound"}
         if self._early_stream:
             params["early_media"] = "true"
-        info = StartInfo(
-            stream_sid=self.stream_sid,
-            call_sid=self.spec.call_sid,
-            account_sid=bot.account_sid,
-            from_=self.spec.from_user,
-            to=self.spec.to_user,
-            custom_parameters=params,
-            sample_rate=rate,
-        )
         self.record.stream_sid = self.stream_sid
-        return StreamSession(
-            info,
-            chunk_ms=bot.chunk_ms,
-            max_message_bytes=bot.max_message_bytes,
-            warn_message_bytes=bot.warn_message_bytes,
-        )
+        return StartInfo(stream_sid=self.stream_sid, call_sid=self.spec.call_sid,
+                         account_sid=self.policy.bot.account_sid, from_=self.spec.from_user,
+                         to=self.spec.to_user, custom_parameters=params, sample_rate=rate)
 
     # ---- the record -----------------------------------------------------------------------
 
