@@ -160,6 +160,14 @@ class SipEngine:
             return {}
         return dict(zip(REFUSED_REQUEST_REASONS, (int(n) for n in pj.SipGuard.counts()), strict=False))
 
+    def invites_turned_away(self) -> dict[str, int]:
+        """INVITEs the engine answered itself, by reason: 503 over capacity or shutting down, and
+        the access gate's refusals (source not allowed, rate limited, digest challenge or failure)."""
+        counts = dict(self.rejected_invites)
+        if self.gate is not None:
+            counts.update((kind, n) for kind, n in self.gate.counters.items() if kind != "auth_ok")
+        return counts
+
     @property
     def active_calls(self) -> int:
         return len(self._calls)
