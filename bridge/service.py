@@ -11,12 +11,14 @@ slow fallback pump covers both in case a wake-up is ever missed.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import gc
 import logging
 import signal
 import time
 import weakref
+from collections.abc import Sequence
 from typing import Any
 
 from bridge.audio.latency import LatencyHistogram, TickClock
@@ -26,9 +28,11 @@ from bridge.call.pump import LatencyProbes
 from bridge.config import Profile
 from bridge.errors import BridgeError, CallFailed
 from bridge.ops.operations import Operations
+from bridge.ops.view import EngineStats
 from bridge.sip import CallEnd, DtmfMethod, IncomingCall, MediaInfo, RegistrationState, StreamStats
 from bridge.sip.access import RateLimit
 from bridge.sip.engine import EngineSettings, RegisterParams, SipEngine, TlsParams
+from bridge.sip.router import SipRouter
 from bridge.tap.service import TapService
 
 log = logging.getLogger("bridge.service")
@@ -91,8 +95,44 @@ def call_policy(profile: Profile) -> CallPolicy:
     return CallPolicy.from_profile(profile)
 
 
+class BotCallEvents:
+    """A bot call's SIP events (registered with the router): to the call, and to operations
+    for what they count (call setup, digits)."""
+
+    __slots__ = ("call", "ops")
+
+    def __init__(self, call: BridgeCall, ops: Operations) -> None:
+        self.call = call
+        self.ops = ops
+
+    def on_answered(self) -> None:
+        self.call.on_answered()
+        self.ops.call_answered(self.call)
+
+    def on_media(self, media: MediaInfo) -> None:
+        self.call.on_media(media)
+
+    def on_dtmf(self, digit: str, duration_ms: int, method: DtmfMethod) -> None:
+        self.call.on_dtmf(digit, duration_ms, method)
+        self.ops.dtmf(method)
+
+    def on_sip_end(self, end: CallEnd, stats: StreamStats) -> None:
+        self.call.on_sip_end(end, stats)
+
+    def on_transfer_status(self, code: int, final: bool) -> None:
+        self.call.on_transfer_status(code, final)
+
+    def on_rtp_timeout(self, seconds: float) -> None:
+        # The caller vanished without a BYE: the bridge ends the stream (`stop` stopped) and hangs up.
+        self.call.request_stop(f"no RTP from the caller for {seconds:g} s")
+
+    def on_metadata(self, message: str) -> None:
+        pass  # SIPREC metadata concerns taps only
+
+
 class Bridge:
-    """Implements the engine's SipEventSink; owns every BridgeCall."""
+    """The process: owns every BridgeCall; the engine's events come through its SipRouter.
+    Implements bridge/ops' ServiceView."""
 
     def __init__(self, profile: Profile, profile_path: str | None = None) -> None:
         self.profile = profile
@@ -116,14 +156,16 @@ class Bridge:
         self.clear_lag = LatencyHistogram()
         self._stopping = asyncio.Event()
         self.started = asyncio.Event()
-        self.ops = Operations(self, call_policy)  # systemd, control listener, metrics, recordings
-        self.taps = TapService(self)  # agent-assist taps: sees every engine event first (bridge/tap/)
+        self.ops = Operations(self)  # systemd, control listener, metrics, recordings
+        # Each call's SIP events go to the call (or tap leg) that registered its handle.
+        self.router = SipRouter(self.on_incoming_call, self.on_registration)
+        self.taps = TapService(self.router, self.notify_media)  # agent-assist taps (bridge/tap/)
 
     # ---- lifecycle --------------------------------------------------------------------
 
     async def run(self, *, install_signal_handlers: bool = True, drain_timeout: float = 10.0) -> None:
         self.loop = asyncio.get_running_loop()
-        self.engine = SipEngine(engine_settings(self.profile), self.taps, self.loop)
+        self.engine = SipEngine(engine_settings(self.profile), self.router, self.loop)
         await self.loop.run_in_executor(None, self.engine.start)
         try:
             await self.ops.start()
@@ -221,10 +263,35 @@ class Bridge:
                 call.pump(tick_at=tick_at)
         self.taps.pump()
 
-    # ---- SipEventSink -----------------------------------------------------------------
+    # ---- ServiceView (bridge/ops/view.py) -----------------------------------------------
+
+    def live_calls(self) -> Sequence[BridgeCall]:
+        return list(self.calls.values())
+
+    def calls_in_memory(self) -> int:
+        return len(self.call_objects)
+
+    def engine_stats(self) -> EngineStats | None:
+        engine = self.engine
+        if engine is None:
+            return None
+        return EngineStats(running=engine.running, accepting=engine.accepting,
+                           max_calls=engine.settings.max_calls, rejected_invites=engine.invites_turned_away(),
+                           refused_requests=engine.refused_by_guard())
+
+    def apply_profile(self, profile: Profile) -> None:
+        self.profile = profile
+        self.policy = call_policy(profile)
+        engine = self.engine
+        if engine is not None and engine.settings.max_calls != profile.sip.max_calls:
+            engine.settings = dataclasses.replace(engine.settings, max_calls=profile.sip.max_calls)
+
+    # ---- events from the router ---------------------------------------------------------
 
     def on_incoming_call(self, incoming: IncomingCall) -> None:
         assert self.engine is not None
+        if self.taps.take(incoming, self.profile, self.policy, self.engine):
+            return
         self.counters["calls_total"] += 1
         probes = LatencyProbes(self.rtp_to_ws, self.ws_to_rtp, self.ticks, self.mark_lag, self.clear_lag)
         call = BridgeCall(incoming, self.policy, self.engine, self.notify_media, probes=probes)
@@ -232,6 +299,7 @@ class Bridge:
                       incoming.to_user, incoming.source)
         self.ops.call_started(call)
         self.calls[incoming.handle] = call
+        self.router.register(incoming.handle, BotCallEvents(call, self.ops))
         self.call_objects.add(call)
         task = asyncio.ensure_future(call.run())
         self.tasks[incoming.handle] = task
@@ -240,6 +308,7 @@ class Bridge:
     def _call_done(self, handle: int, task: asyncio.Task[None]) -> None:
         call = self.calls.pop(handle, None)
         self.tasks.pop(handle, None)
+        self.router.unregister(handle)
         if call is not None:
             self.ops.call_done(call, failed=not task.cancelled() and task.exception() is not None)
         if task.cancelled():
@@ -252,42 +321,6 @@ class Bridge:
                       extra={"call_sid": call.incoming.call_id if call else ""})
             if self.engine is not None:
                 self.engine.hangup(handle, CallFailed.sip_status, CallFailed.sip_reason)
-
-    def _call(self, handle: int) -> BridgeCall | None:
-        return self.calls.get(handle)
-
-    def on_call_answered(self, handle: int) -> None:
-        call = self._call(handle)
-        if call is not None:
-            call.on_answered()
-            self.ops.call_answered(call)
-
-    def on_call_media(self, handle: int, media: MediaInfo) -> None:
-        call = self._call(handle)
-        if call is not None:
-            call.on_media(media)
-
-    def on_call_dtmf(self, handle: int, digit: str, duration_ms: int, method: DtmfMethod) -> None:
-        call = self._call(handle)
-        if call is not None:
-            call.on_dtmf(digit, duration_ms, method)
-            self.ops.dtmf(method)
-
-    def on_call_ended(self, handle: int, end: CallEnd, stats: StreamStats) -> None:
-        call = self._call(handle)
-        if call is not None:
-            call.on_sip_end(end, stats)
-
-    def on_transfer_status(self, handle: int, code: int, final: bool) -> None:
-        call = self._call(handle)
-        if call is not None:
-            call.on_transfer_status(code, final)
-
-    def on_call_rtp_timeout(self, handle: int, seconds: float) -> None:
-        # The caller vanished without a BYE: the bridge ends the stream (`stop` stopped) and hangs up.
-        call = self._call(handle)
-        if call is not None:
-            call.request_stop(f"no RTP from the caller for {seconds:g} s")
 
     def on_registration(self, state: RegistrationState) -> None:
         previous = self.registration

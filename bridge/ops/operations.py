@@ -3,35 +3,33 @@
 
 The service (bridge/service.py) owns one `Operations` and calls its hooks on the loop when
 something happens (an INVITE, an answer, a digit, a registration change, a call's end); nothing
-here runs on the media clock thread.
+here runs on the media clock thread. What it reads of the service is a `ServiceView`
+(bridge/ops/view.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import logging
 import os
 import resource
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from bridge import __version__
 from bridge.call.recording import CallRecorder, RecordingError, RecordingStore
-from bridge.config import Profile, RecordingSettings, load_profile
+from bridge.config import RecordingSettings, load_profile
 from bridge.errors import ConfigError
 from bridge.ops.control import ControlServer, Response
 from bridge.ops.metrics import CONTENT_TYPE, BridgeMetrics, LiveState, call_counters
 from bridge.ops.reload import plan_reload
 from bridge.ops.sdnotify import Notifier, watchdog_interval
+from bridge.ops.view import ServiceView
 from bridge.sip import DtmfMethod, RegistrationState
 
 if TYPE_CHECKING:
-    from bridge.call.bridged import BridgeCall, CallPolicy
-    from bridge.service import Bridge
-    from bridge.sip.engine import SipEngine
+    from bridge.call.bridged import BridgeCall
 
 log = logging.getLogger("bridge.ops")
 
@@ -47,9 +45,8 @@ FDS_BASE = 256
 
 
 class Operations:
-    def __init__(self, bridge: Bridge, policy_factory: Callable[[Profile], CallPolicy]) -> None:
+    def __init__(self, bridge: ServiceView) -> None:
         self.bridge = bridge
-        self._policy_factory = policy_factory
         self.notifier = Notifier()
         self.metrics = BridgeMetrics(self.live_state, bridge.profile.name)
         self.recordings = RecordingStore()
@@ -57,6 +54,7 @@ class Operations:
         self.started_wall = time.time()
         self.started = time.monotonic()
         self.draining = False
+        self.is_ready = False  # ready() was called: the bridge takes calls (/healthz)
         self.reloads = 0
         self.invites = 0
         self._tasks: list[asyncio.Task[None]] = []
@@ -84,6 +82,7 @@ class Operations:
     def ready(self) -> None:
         """The bridge takes calls: READY=1, then the watchdog and STATUS tasks."""
         self._status_dirty = asyncio.Event()
+        self.is_ready = True
         self.notifier.ready(self.status_line())
         interval = watchdog_interval()
         if self.notifier.enabled:
@@ -94,7 +93,7 @@ class Operations:
 
     def stopping(self) -> None:
         self.draining = True
-        self.notifier.stopping(f"draining {len(self.bridge.calls)} call(s)")
+        self.notifier.stopping(f"draining {len(self.bridge.live_calls())} call(s)")
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -136,11 +135,9 @@ class Operations:
             self._status_dirty.set()
 
     def status_line(self) -> str:
-        bridge = self.bridge
-        calls = len(bridge.calls)
-        engine = bridge.engine
-        limit = engine.settings.max_calls if engine is not None else bridge.profile.sip.max_calls
-        return f"{calls} active call{'' if calls == 1 else 's'} (max {limit}); {self.registration_text()}"
+        calls = len(self.bridge.live_calls())
+        plural = "" if calls == 1 else "s"
+        return f"{calls} active call{plural} (max {self._max_calls()}); {self.registration_text()}"
 
     def registration_text(self) -> str:
         reg = self.bridge.profile.sip.register
@@ -231,15 +228,11 @@ class Operations:
         plan = plan_reload(bridge.profile, new)
         for warning in new.warnings:
             log.warning("profile: %s", warning)
-        bridge.profile = plan.profile
-        bridge.policy = self._policy_factory(plan.profile)
-        engine = bridge.engine
-        if engine is not None and engine.settings.max_calls != plan.profile.sip.max_calls:
-            engine.settings = dataclasses.replace(engine.settings, max_calls=plan.profile.sip.max_calls)
+        bridge.apply_profile(plan.profile)
         logging.getLogger().setLevel(plan.profile.logging.level.upper())
         self.reloads += 1
         self.metrics.reloads.labels("applied").inc()
-        in_progress = len(bridge.calls)
+        in_progress = len(bridge.live_calls())
         if plan.applied:
             log.info("profile reloaded from %s: %s changed; new calls use the new settings, %d call(s) in "
                      "progress keep theirs", path, ", ".join(plan.applied), in_progress,
@@ -258,25 +251,28 @@ class Operations:
 
     def live_state(self) -> LiveState:
         bridge = self.bridge
-        engine = bridge.engine
+        engine = bridge.engine_stats()
         reg = bridge.registration
         return LiveState(
-            calls=list(bridge.calls.values()),
-            max_calls=engine.settings.max_calls if engine is not None else bridge.profile.sip.max_calls,
+            calls=list(bridge.live_calls()),
+            max_calls=engine.max_calls if engine is not None else bridge.profile.sip.max_calls,
             accepting=bool(engine is not None and engine.accepting and not self.draining),
             registration_enabled=bridge.profile.sip.register is not None,
             registered=bool(reg is not None and reg.active),
             registration_code=reg.code if reg is not None else 0,
-            rejected_by_engine=_engine_rejections(engine),
-            refused_requests=engine.refused_by_guard() if engine is not None else {},
-            latency={"caller_to_bot": getattr(bridge, "rtp_to_ws", None),
-                     "bot_to_caller": getattr(bridge, "ws_to_rtp", None)},
+            rejected_by_engine=dict(engine.rejected_invites) if engine is not None else {},
+            refused_requests=dict(engine.refused_requests) if engine is not None else {},
+            latency={"caller_to_bot": bridge.rtp_to_ws, "bot_to_caller": bridge.ws_to_rtp},
         )
+
+    def _max_calls(self) -> int:
+        engine = self.bridge.engine_stats()
+        return engine.max_calls if engine is not None else self.bridge.profile.sip.max_calls
 
     def healthz(self) -> Response:
         # Answering at all shows the loop turns; the SIP thread must run too.
-        engine = self.bridge.engine
-        if engine is None or not self.bridge.started.is_set():
+        engine = self.bridge.engine_stats()
+        if engine is None or not self.is_ready:
             return Response(503, b"starting\n")
         if not engine.running:
             return Response(503, b"the SIP stack stopped\n")
@@ -334,7 +330,7 @@ class Operations:
             "active_calls": len(state.calls),
             # Call objects in memory, ended ones included: more than active_calls for long means
             # finished calls are being kept (and their audio buffers with them).
-            "calls_in_memory": len(getattr(bridge, "call_objects", ())),
+            "calls_in_memory": bridge.calls_in_memory(),
             "max_calls": state.max_calls,
             "invites": self.invites,
             "calls_ended": calls_by_cause,
@@ -380,15 +376,3 @@ class Operations:
             if channel is not None else "",
         }
 
-
-def _engine_rejections(engine: SipEngine | None) -> dict[str, int]:
-    """INVITEs the SIP engine answered itself, by reason: 503 over capacity or draining, and the
-    access gate's refusals (source not allowed, rate limited, digest challenge or failure)."""
-    if engine is None:
-        return {}
-    counts = dict(getattr(engine, "rejected_invites", {}) or {})
-    gate = getattr(engine, "gate", None)
-    for kind, count in (getattr(gate, "counters", None) or {}).items():
-        if kind != "auth_ok":
-            counts[kind] = count
-    return counts

@@ -1,8 +1,9 @@
 """The SIP side of the bridge.
 
-`engine` is the only module that imports pjsua2. Everything else talks to it through the
-plain types below: events arrive on the asyncio loop as calls on a `SipEventSink`, commands go
-to the engine's own thread and are safe to issue from the loop.
+bridge/sip/ is the only package that imports pjsua2. Everything else talks to its engine through
+the plain types below: events arrive on the asyncio loop as calls on a `SipEventSink` (the service
+gives the engine a `SipRouter`, router.py, which hands each call's events to the call's owner),
+commands go to the engine's own thread and are safe to issue from the loop.
 """
 
 from __future__ import annotations

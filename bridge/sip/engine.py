@@ -1,6 +1,8 @@
 """The pjsua2 user agent. bridge/sip/ is the only package that imports pjsua2: this module owns the
-endpoint and its thread; calls.py the calls and account, ports.py the conference ports, stack.py
-the start-up configuration, settings.py what the engine is started with.
+endpoint, its thread, its commands and timers; calls.py the calls and account, inbound.py new
+INVITEs and the ACK/RTP checks, registration.py the registration retry, ports.py the conference
+ports, stack.py the start-up configuration, settings.py what the engine is started with, and
+router.py takes the events on the loop to each call's owner.
 
 Threads (see docs/architecture.md):
 - the engine's own "sip" thread calls `libCreate()` and then polls `libHandleEvents()`; with
@@ -24,7 +26,6 @@ import gc
 import itertools
 import logging
 import queue
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -36,18 +37,11 @@ from bridge.audio.channel import MediaChannel
 from bridge.audio.pipe_channel import PipeChannel
 from bridge.audio.ticks import TickCounter
 from bridge.errors import SipStackError
-from bridge.sip import (
-    REFUSED_REQUEST_REASONS,
-    CallEnd,
-    DtmfMethod,
-    IncomingCall,
-    RegistrationState,
-    SipEventSink,
-)
+from bridge.sip import REFUSED_REQUEST_REASONS, CallEnd, DtmfMethod, SipEventSink
 from bridge.sip.access import InboundGate
 from bridge.sip.calls import SipAccount, SipCall, op, tap_op
 from bridge.sip.digest import DigestAuthenticator
-from bridge.sip.message import message_body, parse_headers, printable, uri_user
+from bridge.sip.inbound import InboundCalls
 from bridge.sip.ports import (
     NATIVE_MEDIA,
     NATIVE_SEND,
@@ -56,7 +50,7 @@ from bridge.sip.ports import (
     TickPort,
     quiesce,
 )
-from bridge.sip.rtpwatch import RtpWatch
+from bridge.sip.registration import RegistrationRetry, registration_state
 from bridge.sip.settings import EngineSettings, RegisterParams, TlsParams
 from bridge.sip.stack import LogWriter, describe_start_error, init_stack
 
@@ -69,10 +63,6 @@ T = TypeVar("T")
 _POLL_MS = 5
 # An RFC 4733 end packet can be lost; a digit still waiting for one after this long is reported.
 _DTMF_END_WAIT_S = 1.5
-# A 2xx to an INVITE that no ACK confirms within 64*T1 ends the call (RFC 3261 13.3.1.4, the
-# time the UAS retransmits it). PJSIP then sends a BYE and waits another 64*T1 for its answer;
-# the bot's stream and the call's slot need not wait for that.
-_ACK_WAIT_S = 32.0
 
 
 class SipEngine:
@@ -94,17 +84,14 @@ class SipEngine:
         self._ep: Any = None
         self._account: SipAccount | None = None
         self._writer: LogWriter | None = None
-        self._reg_failures = 0
-        self._reg_retry_at: float | None = None
+        self._registration = RegistrationRetry(settings.register)
         self.accepting = True  # cleared while draining: new INVITEs get 503
         self._wakeup: Any = pj.MediaWakeup() if NATIVE_MEDIA else None
         self._sender: Any = None  # pj.MediaSender, made with the first pipe (a caller never needs it)
-        self.rejected_over_capacity = 0
         self.refused_requests = 0  # REFERs and Replaces from peers
-        self.incoming_errors = 0  # INVITEs the application failed on (answered 500)
         self.gate: InboundGate | None = None  # made by start() (it may resolve host names)
+        self.inbound = InboundCalls(self, self._calls, sink, loop)
         self._next_media_check = 0.0
-        self.rejected_invites: dict[str, int] = {}  # by reason (over_capacity, shutting_down), for metrics
         self.conference_ticks = TickCounter()  # counted by TickPort once the first tap is answered
         self._tick_port: TickPort | None = None
 
@@ -159,6 +146,14 @@ class SipEngine:
         if not hasattr(pj, "SipGuard"):
             return {}
         return dict(zip(REFUSED_REQUEST_REASONS, (int(n) for n in pj.SipGuard.counts()), strict=False))
+
+    def invites_turned_away(self) -> dict[str, int]:
+        """INVITEs the engine answered itself, by reason: 503 over capacity or shutting down, and
+        the access gate's refusals (source not allowed, rate limited, digest challenge or failure)."""
+        counts = dict(self.inbound.rejected_invites)
+        if self.gate is not None:
+            counts.update((kind, n) for kind, n in self.gate.counters.items() if kind != "auth_ok")
+        return counts
 
     @property
     def active_calls(self) -> int:
@@ -329,13 +324,7 @@ class SipEngine:
 
     def _run_timers(self) -> None:
         now = time.monotonic()
-        if self._reg_retry_at is not None and now >= self._reg_retry_at and self._account is not None:
-            self._reg_retry_at = None
-            try:
-                self._account.setRegistration(True)
-            except pj.Error as exc:
-                log.warning("re-registration could not be sent: %s", exc.info())
-                self._schedule_reg_retry()
+        self._registration.tick(now, self._account)
         for call in self._calls.values():
             since = call.dtmf.pending_since
             if since is not None and now - since > _DTMF_END_WAIT_S:
@@ -344,36 +333,7 @@ class SipEngine:
             self._next_media_check = now + 1.0
             if self.gate is not None:
                 self.gate.tick(now)
-            self._check_rtp(now)
-            self._check_ack(now)
-
-    def _check_ack(self, now: float) -> None:
-        """Once a second (Timer H needs no finer grain): end answered calls never ACKed."""
-        late = [call for call in self._calls.values()
-                if call.ok_sent_at is not None and not call.answered and not call.end_reported
-                and now - call.ok_sent_at > _ACK_WAIT_S]
-        for call in late:  # hanging up may remove the call from _calls: not while iterating it
-            self._ack_timeout(call)
-
-    def _check_rtp(self, now: float) -> None:
-        """Once a second: tell the loop about answered calls whose caller stopped sending RTP."""
-        timeout = self.settings.rtp_timeout_s
-        if timeout <= 0:
-            return
-        for call in self._calls.values():
-            if not call.answered or call.media_index < 0:
-                continue
-            if call.rtp_watch is None:
-                call.rtp_watch = RtpWatch(timeout)
-            try:
-                # A tap counts every stream it records: one silent side must not end the call.
-                indexes = list(call.tap_slots) if call.tap_channels is not None else [call.media_index]
-                rx_packets = sum(int(call.getStreamStat(i).rtcp.rxStat.pkt) for i in indexes)
-            except pj.Error:
-                continue
-            if call.rtp_watch.update(now, rx_packets, call.rx_expected):
-                log.warning("call %d: no RTP from the caller for %.0f s; ending it", call.handle, timeout)
-                self.emit("on_call_rtp_timeout", call.handle, timeout)
+            self.inbound.check(now)
 
     def _shutdown(self) -> None:
         ep = self._ep
@@ -384,12 +344,12 @@ class SipEngine:
             log.info("INVITEs turned away: %s, over_capacity=%d; peer REFER/Replaces refused: %d; "
                      "requests refused by the SIP guard: %s",
                      " ".join(f"{k}={v}" for k, v in self.gate.counters.items()),
-                     self.rejected_over_capacity, self.refused_requests,
+                     self.inbound.rejected_over_capacity, self.refused_requests,
                      " ".join(f"{k}={v}" for k, v in refused.items()) or "none",
                      extra={"event": "access_counters", **self.gate.counters,
-                            "over_capacity": self.rejected_over_capacity,
+                            "over_capacity": self.inbound.rejected_over_capacity,
                             "refused_requests": self.refused_requests,
-                            "incoming_errors": self.incoming_errors,
+                            "incoming_errors": self.inbound.incoming_errors,
                             "guard": refused})
         if self._calls:
             log.info("hanging up %d call(s)", len(self._calls))
@@ -445,71 +405,7 @@ class SipEngine:
         handle = next(self._handles)
         call = SipCall(self, account, handle, prm.callId)
         self._calls[handle] = call
-        ci = call.getInfo()
-        rdata = prm.rdata
-        verdict = self.gate.admit(rdata.srcAddress, rdata.wholeMsg, time.monotonic()) if self.gate else None
-        if verdict is not None:
-            # Not let in (source, rate or credentials): never seen by the loop or a bot. Every
-            # answer here is queued to run after this callback returns: a final answer inside
-            # onIncomingCall resets the call, and pjsua2 (Endpoint::on_incoming_call) then frees
-            # the INVITE's cloned rdata a second time, an assertion that aborts the process.
-            self.reject(handle, verdict.code, verdict.reason, verdict.headers)
-            return
-        # Calls already reported ended (a 200 never ACKed, waiting for PJSIP's BYE to time out)
-        # hold no bot socket and no slot.
-        live = sum(1 for other in self._calls.values() if not other.end_reported)
-        if not self.accepting or live > self.settings.max_calls:
-            self.rejected_over_capacity += 1
-            reason = "Shutting Down" if not self.accepting else "Over Capacity"
-            key = "shutting_down" if not self.accepting else "over_capacity"
-            self.rejected_invites[key] = self.rejected_invites.get(key, 0) + 1
-            self.reject(handle, 503, reason, {"Retry-After": str(self.settings.retry_after_s)})
-            log.warning("INVITE %s from %s rejected: 503 %s", printable(ci.callIdString), rdata.srcAddress,
-                        reason, extra={"call_sid": printable(ci.callIdString)})
-            return
-        message = rdata.wholeMsg
-        incoming = IncomingCall(
-            handle=handle,
-            call_id=printable(ci.callIdString),
-            from_uri=printable(ci.remoteUri),
-            to_uri=printable(ci.localUri),
-            from_user=printable(uri_user(ci.remoteUri)),
-            to_user=printable(uri_user(ci.localUri)),
-            source=rdata.srcAddress,
-            headers=tuple((printable(name), printable(value)) for name, value in parse_headers(message)),
-            # Kept as received (lone surrogates for non-UTF-8 bytes): the tap's parsers judge it.
-            body=message_body(message),
-        )
-        try:
-            self._loop.call_soon_threadsafe(self._deliver_incoming, incoming)
-        except RuntimeError:
-            pass  # the loop is closed: the process is exiting
-
-    def _deliver_incoming(self, incoming: IncomingCall) -> None:
-        """On the loop: hand a new call to the application, which must give it a final answer.
-
-        Whatever goes wrong there, the caller still gets one (500) and the call's slot is freed:
-        a bug triggered by one odd INVITE must not hold a slot and its sockets for good."""
-        try:
-            self._sink.on_incoming_call(incoming)
-        except Exception:  # the application's bug: counted, logged with its traceback, answered 500
-            self.incoming_errors += 1
-            log.exception("INVITE %s could not be handled; answered 500", incoming.call_id,
-                          extra={"call_sid": incoming.call_id})
-            self.reject(incoming.handle, 500, "Server Internal Error")
-
-    def _ack_timeout(self, call: SipCall) -> None:
-        log.warning("call %d: the caller never ACKed the 200 (%.0f s); ending it", call.handle, _ACK_WAIT_S)
-        # Reported first: hangup() may end the call at once, and that end (PJSIP's own status
-        # for a call it gave up on) is not the cause.
-        call.end_reported = True
-        self.emit("on_call_ended", call.handle, CallEnd(code=408, reason="no ACK", ended_by="remote"),
-                   call.stats)
-        call.ended_locally = True
-        try:
-            call.hangup(op(0))
-        except pj.Error as exc:
-            log.debug("hang-up after a missing ACK: %s", exc.info())
+        self.inbound.admit(call, prm)
 
     def _free_dead(self) -> None:
         for call in self._dead:
@@ -526,25 +422,6 @@ class SipEngine:
             self.emit("on_call_ended", call.handle, end, call.stats)
 
     def registration_changed(self, account: SipAccount, prm: Any) -> None:
-        info = account.getInfo()
-        state = RegistrationState(
-            code=prm.code, reason=prm.reason, active=bool(info.regIsActive), expires=int(prm.expiration)
-        )
-        self.emit("on_registration", state)
-        if self._stop_requested:
-            return
-        if 200 <= prm.code < 300:
-            self._reg_failures = 0
-            self._reg_retry_at = None
-        else:
-            self._reg_failures += 1
-            self._schedule_reg_retry()
-
-    def _schedule_reg_retry(self) -> None:
-        reg = self.settings.register
-        if reg is None:
-            return
-        delay = min(reg.retry_max_s, reg.retry_min_s * (2 ** min(self._reg_failures - 1, 16)))
-        delay *= random.uniform(0.8, 1.2)  # spread a fleet's retries after a PBX restart
-        self._reg_retry_at = time.monotonic() + delay
-        log.info("registration retry in %.1f s (failure %d)", delay, self._reg_failures)
+        self.emit("on_registration", registration_state(account, prm))
+        if not self._stop_requested:
+            self._registration.answered(prm.code)

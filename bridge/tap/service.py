@@ -1,9 +1,9 @@
 """Taps inside the bridge process: which INVITEs are taps, their conversations, their pump.
 
-`TapService` stands between the SIP engine and the bot bridge (`bridge.service.Bridge`): the engine
-reports every event to it; events of tap calls are handled here, everything else goes on to the
-bridge unchanged. The bridge's media pump calls `pump()` on each 20 ms tick, and its drain calls
-`stop_all()` / `wait()`.
+The service offers every INVITE to `TapService.take` first; a tap call is handled here and each of
+its legs registers with the SIP router (bridge/sip/router.py), so its later events come straight
+to its conversation. Everything else is left to the bot bridge. The service's media pump calls
+`pump()` on each 20 ms tick, and its drain calls `stop_all()` / `wait()`.
 """
 
 from __future__ import annotations
@@ -11,25 +11,61 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from bridge.sip import CallEnd, DtmfMethod, IncomingCall, MediaInfo, RegistrationState, StreamStats
+from bridge.sip import CallEnd, DtmfMethod, IncomingCall, MediaInfo, StreamStats
+from bridge.sip.router import SipRouter
 from bridge.tap.conversation import TapConversation, TapSip
 from bridge.tap.correlate import Pairing, classify
 
 if TYPE_CHECKING:
-    from bridge.service import Bridge
+    from bridge.call.bridged import CallPolicy
+    from bridge.config import Profile
 
 log = logging.getLogger("bridge.tap")
 
 __all__ = ["TapService"]
 
 
-class TapService:
-    """A SipEventSink: tap calls are handled here, the rest is passed to the bridge."""
+class TapLegEvents:
+    """One tap leg's SIP events (registered with the router): to its conversation. A tap is
+    one-way: its digits and transfer reports go nowhere."""
 
-    def __init__(self, bridge: Bridge) -> None:
-        self.bridge = bridge
+    __slots__ = ("conversation", "handle")
+
+    def __init__(self, conversation: TapConversation, handle: int) -> None:
+        self.conversation = conversation
+        self.handle = handle
+
+    def on_answered(self) -> None:
+        pass
+
+    def on_media(self, media: MediaInfo) -> None:
+        self.conversation.on_media(self.handle, media)
+
+    def on_dtmf(self, digit: str, duration_ms: int, method: DtmfMethod) -> None:
+        pass
+
+    def on_sip_end(self, end: CallEnd, stats: StreamStats) -> None:
+        self.conversation.on_sip_end(self.handle, end, stats)
+
+    def on_transfer_status(self, code: int, final: bool) -> None:
+        pass
+
+    def on_rtp_timeout(self, seconds: float) -> None:
+        self.conversation.end_leg(self.handle, f"no RTP for {seconds:g} s")
+
+    def on_metadata(self, message: str) -> None:
+        self.conversation.on_metadata(self.handle, message)
+
+
+class TapService:
+    """Tap calls: admitted here, their legs' events routed to their conversations."""
+
+    def __init__(self, router: SipRouter, notify_media: Callable[[], None]) -> None:
+        self.router = router
+        self.notify_media = notify_media
         self.pairing = Pairing()
         self.conversations: dict[str, TapConversation] = {}
         self.by_handle: dict[int, TapConversation] = {}
@@ -37,23 +73,14 @@ class TapService:
         self.finished: list[TapConversation] = []  # the last few, for tests and status
         self.conversations_total = 0
 
-    def __getattr__(self, name: str) -> Any:
-        # Engine events this class does not know (added to the bridge later) go straight on.
-        if name.startswith("on_"):
-            return getattr(self.bridge, name)
-        raise AttributeError(name)
-
     # ---- calls ------------------------------------------------------------------------------
 
-    def on_incoming_call(self, incoming: IncomingCall) -> None:
-        profile = self.bridge.profile
+    def take(self, incoming: IncomingCall, profile: Profile, policy: CallPolicy, sip: TapSip) -> bool:
+        """Handle `incoming` if the profile makes it a tap (True); False leaves it to the bot bridge.
+        `profile` and `policy` are the service's current ones (a reload changes them)."""
         plan = classify(incoming.headers, incoming.body, mode=profile.mode, tap=profile.tap)
         if plan is None:
-            self.bridge.on_incoming_call(incoming)
-            return
-        sip = self.bridge.engine
-        assert sip is not None
-        tap_sip: TapSip = sip
+            return False
         conversation: TapConversation | None = None
         if plan.kind == "siprec":
             session_id = plan.metadata.session_id if plan.metadata is not None else ""
@@ -66,8 +93,8 @@ class TapService:
                 conversation = self.conversations.get(conversation_id)
         if conversation is None:
             conversation = TapConversation(
-                conversation_id, plan.kind, sip=tap_sip, policy=self.bridge.policy, tap=profile.tap,
-                notify_media=self.bridge.notify_media, on_done=self._conversation_done,
+                conversation_id, plan.kind, sip=sip, policy=policy, tap=profile.tap,
+                notify_media=self.notify_media, on_done=self._conversation_done,
             )
             self.conversations[conversation_id] = conversation
             self.conversations_total += 1
@@ -75,11 +102,13 @@ class TapService:
         if leg is None:
             if not conversation.legs and not conversation.all_legs:
                 self._conversation_done(conversation)
-            return
+            return True
         self.by_handle[incoming.handle] = conversation
+        self.router.register(incoming.handle, TapLegEvents(conversation, incoming.handle))
         task = asyncio.ensure_future(conversation.run_leg(leg))
         self.tasks.add(task)
         task.add_done_callback(self._task_done)
+        return True
 
     def _unique(self, conversation_id: str) -> str:
         candidate, n = conversation_id, 1
@@ -98,56 +127,11 @@ class TapService:
         self.pairing.done(conversation.conversation_id)
         for leg in conversation.all_legs:
             self.by_handle.pop(leg.handle, None)
+            self.router.unregister(leg.handle)
         for task in conversation.tasks:
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
         self.finished = [*self.finished[-9:], conversation]
-
-    def _find(self, handle: int) -> TapConversation | None:
-        return self.by_handle.get(handle)
-
-    # ---- the rest of the SipEventSink ---------------------------------------------------------
-
-    def on_call_answered(self, handle: int) -> None:
-        if self._find(handle) is None:
-            self.bridge.on_call_answered(handle)
-
-    def on_call_media(self, handle: int, media: MediaInfo) -> None:
-        conversation = self._find(handle)
-        if conversation is None:
-            self.bridge.on_call_media(handle, media)
-        else:
-            conversation.on_media(handle, media)
-
-    def on_call_dtmf(self, handle: int, digit: str, duration_ms: int, method: DtmfMethod) -> None:
-        if self._find(handle) is None:  # a tap is one-way: its digits go nowhere
-            self.bridge.on_call_dtmf(handle, digit, duration_ms, method)
-
-    def on_call_ended(self, handle: int, end: CallEnd, stats: StreamStats) -> None:
-        conversation = self._find(handle)
-        if conversation is None:
-            self.bridge.on_call_ended(handle, end, stats)
-        else:
-            conversation.on_sip_end(handle, end, stats)
-
-    def on_transfer_status(self, handle: int, code: int, final: bool) -> None:
-        if self._find(handle) is None:
-            self.bridge.on_transfer_status(handle, code, final)
-
-    def on_call_rtp_timeout(self, handle: int, seconds: float) -> None:
-        conversation = self._find(handle)
-        if conversation is None:
-            self.bridge.on_call_rtp_timeout(handle, seconds)
-        else:
-            conversation.end_leg(handle, f"no RTP for {seconds:g} s")
-
-    def on_call_metadata(self, handle: int, message: str) -> None:
-        conversation = self._find(handle)
-        if conversation is not None:
-            conversation.on_metadata(handle, message)
-
-    def on_registration(self, state: RegistrationState) -> None:
-        self.bridge.on_registration(state)
 
     # ---- from the bridge --------------------------------------------------------------------
 
