@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -52,6 +53,16 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--once", action="store_true", help="print one snapshot and exit")
     status.add_argument("--json", action="store_true", help="print the raw JSON of /status")
     status.add_argument("--interval", type=float, default=2.0, help="seconds between redraws (default 2)")
+    call = sub.add_parser("call", help="place an outbound call through a running bridge's API (api.listen)")
+    call.add_argument("--profile", required=True,
+                      help="the running bridge's profile (api.listen, api.auth_token)")
+    call.add_argument("--to", required=True, help="the number (digits, a leading +) or sip: URI to dial")
+    call.add_argument("--from", dest="from_", help="the caller id (default outbound.caller_id)")
+    call.add_argument("--bot-url", help="the bot's ws:// or wss:// URL (default bot.url)")
+    call.add_argument("--wait", action="store_true",
+                      help="follow the call, one line per status; exit 0 if answered, 1 if not")
+    call.add_argument("--token", help="the API token when the profile's api.auth_token is an unset ${VAR} "
+                                      "(or set SIP_WS_BRIDGE_API_TOKEN)")
     install = sub.add_parser("install-service",
                              help="install as a systemd service (unit, profile, secrets file)")
     install.add_argument("--profile", required=True, help="the profile to install")
@@ -112,6 +123,39 @@ def cmd_run(path: str) -> int:
         log.error("%s", exc)
         return exc.exit_code
     return EXIT_OK
+
+
+def cmd_call(path: str, to: str, from_: str | None, bot_url: str | None, wait: bool,
+             token: str | None) -> int:
+    from bridge.config import load_profile
+    from bridge.ops.call_command import api_address, place_call
+
+    token = token or os.environ.get("SIP_WS_BRIDGE_API_TOKEN")
+    try:
+        profile = load_profile(path)
+    except ConfigError as exc:
+        if token is None or not exc.key.startswith("api.auth_token"):
+            return _config_error(exc, path)
+        profile = None  # the token comes from the command line: the listener from the file itself
+    try:
+        base_url, profile_token = api_address(path, profile)
+    except ConfigError as exc:
+        return _config_error(exc, path)
+    token = token or profile_token
+    if token is None:
+        print(f"sip-ws-bridge: {path} has no api.auth_token; pass --token or set SIP_WS_BRIDGE_API_TOKEN",
+              file=sys.stderr)
+        return EXIT_USAGE
+    body: dict[str, object] = {"to": to}
+    if from_:
+        body["from"] = from_
+    if bot_url:
+        body["bot_url"] = bot_url
+
+    def warn(text: str) -> None:
+        print(f"sip-ws-bridge: {text}", file=sys.stderr)
+
+    return place_call(base_url, token, body, wait=wait, say=lambda line: print(line, flush=True), warn=warn)
 
 
 def cmd_echo_bot(host: str, port: int) -> int:
@@ -178,6 +222,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_demo()
     if args.command == "status":
         return cmd_status(args.control, args.profile, args.once, args.json, args.interval)
+    if args.command == "call":
+        return cmd_call(args.profile, args.to, args.from_, args.bot_url, args.wait, args.token)
     if args.command == "install-service":
         from bridge.ops.install import cmd_install_service
 

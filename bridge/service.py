@@ -23,12 +23,17 @@ from typing import Any
 
 from bridge.audio.latency import LatencyHistogram, TickClock
 from bridge.call.bridged import BridgeCall
+from bridge.call.dialer import Dialer
+from bridge.call.outbound import DialSpec, OutboundCall
 from bridge.call.policy import CallPolicy
 from bridge.call.pump import LatencyProbes
+from bridge.call.record import CallRecord
 from bridge.config import Profile
 from bridge.errors import BridgeError, CallFailed
+from bridge.ops.api_service import ApiService
 from bridge.ops.operations import Operations
 from bridge.ops.view import EngineStats
+from bridge.ops.webhooks import WebhookSender
 from bridge.sip import CallEnd, DtmfMethod, IncomingCall, MediaInfo, RegistrationState, StreamStats
 from bridge.sip.access import RateLimit
 from bridge.sip.engine import EngineSettings, RegisterParams, SipEngine, TlsParams
@@ -105,6 +110,9 @@ class BotCallEvents:
         self.call = call
         self.ops = ops
 
+    def on_progress(self, code: int, with_sdp: bool) -> None:
+        self.call.on_progress(code, with_sdp)
+
     def on_answered(self) -> None:
         self.call.on_answered()
         self.ops.call_answered(self.call)
@@ -124,7 +132,7 @@ class BotCallEvents:
 
     def on_rtp_timeout(self, seconds: float) -> None:
         # The caller vanished without a BYE: the bridge ends the stream (`stop` stopped) and hangs up.
-        self.call.request_stop(f"no RTP from the caller for {seconds:g} s")
+        self.call.request_stop(f"no RTP from the caller for {seconds:g} s", "rtp_timeout")
 
     def on_metadata(self, message: str) -> None:
         pass  # SIPREC metadata concerns taps only
@@ -160,6 +168,8 @@ class Bridge:
         # Each call's SIP events go to the call (or tap leg) that registered its handle.
         self.router = SipRouter(self.on_incoming_call, self.on_registration)
         self.taps = TapService(self.router, self.notify_media)  # agent-assist taps (bridge/tap/)
+        self.api: ApiService | None = None  # the call API (api.listen), with its webhook queue
+        self.dialer: Dialer | None = None  # outbound calls placed through it
 
     # ---- lifecycle --------------------------------------------------------------------
 
@@ -169,9 +179,12 @@ class Bridge:
         await self.loop.run_in_executor(None, self.engine.start)
         try:
             await self.ops.start()
+            await self._start_api()
         except BridgeError:
             await self.loop.run_in_executor(None, self.engine.stop)
             await self.ops.stop()
+            if self.api is not None:
+                await self.api.stop()
             raise
         if install_signal_handlers:
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -198,6 +211,8 @@ class Bridge:
                 self.loop.remove_reader(wakeup_fd)
             await self._drain(drain_timeout)
             await self.loop.run_in_executor(None, self.engine.stop)
+            if self.api is not None:
+                await self.api.stop()
             await self.ops.stop()
             log.info("bridge stopped: %d calls; added latency rtp->ws p99 %.1f ms, ws->rtp p99 %.1f ms",
                      self.counters["calls_total"], self.rtp_to_ws.percentile(0.99),
@@ -212,7 +227,22 @@ class Bridge:
             self.ops.stopping()
             if self.engine is not None:
                 self.engine.accepting = False
+            if self.dialer is not None:
+                self.dialer.draining = True
             self._stopping.set()
+
+    async def _start_api(self) -> None:
+        """The call API and its outbound calls, when the profile has api.listen."""
+        if self.profile.api.listen_host is None:
+            return
+        self.api = ApiService(self.profile)
+        await self.api.start_queue()
+        self.dialer = Dialer(self.profile, self.api.reporter, self._start_outbound, self._registered)
+        await self.api.serve(self.dialer)
+
+    def _registered(self) -> bool:
+        state = self.registration
+        return state is not None and 200 <= state.code < 300 and state.expires > 0
 
     async def _drain(self, timeout: float) -> None:
         for call in list(self.calls.values()):
@@ -279,6 +309,9 @@ class Bridge:
                            max_calls=engine.settings.max_calls, rejected_invites=engine.invites_turned_away(),
                            refused_requests=engine.refused_by_guard())
 
+    def webhooks(self) -> WebhookSender | None:
+        return self.api.sender if self.api is not None else None
+
     def apply_profile(self, profile: Profile) -> None:
         self.profile = profile
         self.policy = call_policy(profile)
@@ -292,18 +325,32 @@ class Bridge:
         assert self.engine is not None
         if self.taps.take(incoming, self.profile, self.policy, self.engine):
             return
-        self.counters["calls_total"] += 1
-        probes = LatencyProbes(self.rtp_to_ws, self.ws_to_rtp, self.ticks, self.mark_lag, self.clear_lag)
-        call = BridgeCall(incoming, self.policy, self.engine, self.notify_media, probes=probes)
+        call = BridgeCall(incoming, self.policy, self.engine, self.notify_media, probes=self._probes())
         call.log.info("INVITE from %s (%s) to %s via %s", incoming.from_user, incoming.from_uri,
                       incoming.to_user, incoming.source)
+        self._run_call(incoming.handle, call)
+
+    def _start_outbound(self, spec: DialSpec, record: CallRecord) -> OutboundCall:
+        """A call the API placed: on a new engine handle, run like an inbound one."""
+        assert self.engine is not None and self.api is not None
+        handle = self.engine.new_handle()
+        call = OutboundCall(handle, spec, record, self.policy, self.engine, self.notify_media,
+                            self.api.reporter.report, probes=self._probes())
+        self._run_call(handle, call)
+        return call
+
+    def _probes(self) -> LatencyProbes:
+        return LatencyProbes(self.rtp_to_ws, self.ws_to_rtp, self.ticks, self.mark_lag, self.clear_lag)
+
+    def _run_call(self, handle: int, call: BridgeCall) -> None:
+        self.counters["calls_total"] += 1
         self.ops.call_started(call)
-        self.calls[incoming.handle] = call
-        self.router.register(incoming.handle, BotCallEvents(call, self.ops))
+        self.calls[handle] = call
+        self.router.register(handle, BotCallEvents(call, self.ops))
         self.call_objects.add(call)
         task = asyncio.ensure_future(call.run())
-        self.tasks[incoming.handle] = task
-        task.add_done_callback(functools.partial(self._call_done, incoming.handle))
+        self.tasks[handle] = task
+        task.add_done_callback(functools.partial(self._call_done, handle))
 
     def _call_done(self, handle: int, task: asyncio.Task[None]) -> None:
         call = self.calls.pop(handle, None)
@@ -311,6 +358,8 @@ class Bridge:
         self.router.unregister(handle)
         if call is not None:
             self.ops.call_done(call, failed=not task.cancelled() and task.exception() is not None)
+            if isinstance(call, OutboundCall) and self.dialer is not None:
+                self.dialer.call_done(call)
         if task.cancelled():
             return
         exc = task.exception()

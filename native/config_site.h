@@ -23,3 +23,9 @@ extern unsigned bridge_rtcp_nat_probation_cnt;
 #endif
 #define PJMEDIA_RTP_NAT_PROBATION_CNT   bridge_rtp_nat_probation_cnt
 #define PJMEDIA_RTCP_NAT_PROBATION_CNT  bridge_rtcp_nat_probation_cnt
+
+/* A stream's first read by the conference would reset its jitter buffer ("soft start"), dropping
+ * the packets that arrived between the answer and the next 20 ms tick: the first words of a callee
+ * who speaks at once (an outbound call's "hello") or of a caller whose RTP beats the tick. The
+ * jitter buffer's own prefetch already covers what soft start is for. */
+#define PJMEDIA_STREAM_SOFT_START       0

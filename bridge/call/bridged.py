@@ -31,6 +31,7 @@ from bridge.call.link import CallLink, LinkOpener
 from bridge.call.native_send import hand_off
 from bridge.call.policy import CallPolicy
 from bridge.call.pump import LatencyProbes, MediaPump
+from bridge.call.record import EndReason
 from bridge.call.recording import CallRecorder, open_channel
 from bridge.call.state import CallState, Ending, SipAction
 from bridge.call.summary import call_summary
@@ -213,9 +214,13 @@ class BridgeCall:
             # Whatever the outcome, this leg is done: the transferee called the target or failed.
             self.sip.hangup(self.handle)
 
-    def request_stop(self, reason: str = "shutdown") -> None:
-        """End the stream from the bridge's side (`stop` reason stopped) and hang up."""
+    def request_stop(self, reason: str = "shutdown", kind: EndReason = "drain") -> None:
+        """End the stream from the bridge's side (`stop` reason stopped) and hang up. `kind` is
+        the API's end_reason for it (drain, rtp_timeout, ...): outbound calls report it."""
         self._stop(reason)
+
+    def on_progress(self, code: int, with_sdp: bool) -> None:
+        """A provisional answer to an INVITE the bridge sent: only outbound calls have them."""
 
     # ---- the media pump (the service calls these on the conference clock's wake-ups) ----------
 

@@ -26,10 +26,10 @@ from bridge.call.bridged import BridgeCall, SipLeg
 from bridge.call.link import LinkOpener
 from bridge.call.policy import CallPolicy
 from bridge.call.pump import LatencyProbes
+from bridge.call.record import CallRecord, EndReason, status_after_final_response
 from bridge.call.state import EndCause
 from bridge.config import parse_bot_url
 from bridge.errors import BotConnectError, ConfigError
-from bridge.ops.resources import CallRecord, EndReason, status_after_final_response
 from bridge.sip import CallEnd, IncomingCall, StreamStats
 from bridge.ws.client import open_bot_link
 

@@ -13,6 +13,7 @@ from typing import Final, Literal
 from bridge import __version__
 from bridge.config.base import DEFAULT_SAMPLE_RATE, RegisterSettings, Secret
 from bridge.config.guard import BotGuard, SipGuard
+from bridge.config.outbound import ApiProfile, OutboundSettings
 from bridge.config.tap import StreamMode, TapSettings
 
 CODECS: Final = ("PCMU", "PCMA", "G722")
@@ -97,6 +98,8 @@ class BotSettings:
     account_sid: str = "sip-ws-bridge"
     url_header: str | None = None
     url_header_allowed_hosts: tuple[str, ...] = ()
+    # Hosts a bot URL given in an API request may name (globs); the parser defaults it to bot.url's host.
+    url_allowed_hosts: tuple[str, ...] = ()
     on_unreachable: UnreachablePolicy = UnreachablePolicy()
     on_close: ClosePolicy = ClosePolicy()
     # stall_timeout, ping_interval, ping_timeout, tls (guard.py)
@@ -161,3 +164,6 @@ class Profile:
     recording: RecordingSettings = RecordingSettings()
     mode: StreamMode = "bot"  # tap: every INVITE is an agent-assist tap (tap.py)
     tap: TapSettings = field(default_factory=TapSettings)
+    api: ApiProfile = field(default_factory=ApiProfile)  # the call API (outbound.py)
+    outbound: OutboundSettings = field(default_factory=OutboundSettings)
+    state_dir: str = ""  # durable state: the webhook queue, idempotency keys

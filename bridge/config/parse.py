@@ -42,13 +42,15 @@ from bridge.config.model import (
     UnreachableAction,
     UnreachablePolicy,
 )
+from bridge.config.outbound import API_KEYS, OUTBOUND_KEYS, parse_api, parse_outbound, parse_state_dir
 from bridge.config.parse_sip import parse_sip
 from bridge.config.syntax import check_header_name, is_ipv4, parse_listen, sip_uri
 from bridge.config.tap import TAP_KEYS, parse_mode, parse_tap
 from bridge.config.values import MISSING, Context, Section, clean_text
 from bridge.errors import ConfigError
 
-_TOP_KEYS: Final = ("name", "sip", "bot", "media", "logging", "control", "recording", "mode", "tap")
+_TOP_KEYS: Final = ("name", "sip", "bot", "media", "logging", "control", "recording", "mode", "tap", "api",
+                    "outbound", "state_dir")
 _SIP_KEYS: Final = (
     "listen",
     "transports",
@@ -77,6 +79,7 @@ _BOT_KEYS: Final = (
     "account_sid",
     "url_header",
     "url_header_allowed_hosts",
+    "url_allowed_hosts",
     "on_unreachable",
     "on_close",
     *BOT_GUARD_KEYS,
@@ -121,6 +124,28 @@ def _parse_transfer_to(ctx: Context, sec: Section, action: str) -> str | None:
     return transfer_to
 
 
+
+def _host_globs(ctx: Context, sec: Section, name: str) -> list[str] | None:
+    """A list of host names or globs (None when the key is absent)."""
+    key = sec.key(name)
+    value = sec.raw(name)
+    if value is MISSING or value is None:
+        return None
+    hosts: list[str] = []
+    for i, item in enumerate(ctx.items(key, value, 'host names or globs such as "*.bots.example.com"')):
+        pattern = ctx.text(f"{key}[{i}]", item, 'a host name or glob such as "*.bots.example.com"')
+        host = pattern.value.strip().lower()
+        if not _HOST_GLOB_RE.fullmatch(host):
+            raise ConfigError(
+                f"{key}[{i}]",
+                f'expected a host name or glob such as "*.bots.example.com" (no scheme or port), '
+                f"got {pattern.shown}",
+            )
+        if host == "*":
+            ctx.warnings.append(f'{key}[{i}]: "*" lets a caller send the call to any host')
+        hosts.append(host)
+    return hosts
+
 def _parse_bot(ctx: Context, sec: Section) -> BotSettings:
     url_key = sec.key("url")
     url_text = sec.required_text("url", "a ws:// or wss:// URL", secret=True,
@@ -160,23 +185,7 @@ def _parse_bot(ctx: Context, sec: Section) -> BotSettings:
         check_header_name(sec.key("url_header"), url_header)
 
     hosts_key = sec.key("url_header_allowed_hosts")
-    allowed_hosts: list[str] = []
-    value = sec.raw("url_header_allowed_hosts")
-    if value is not MISSING and value is not None:
-        for i, item in enumerate(
-            ctx.items(hosts_key, value, 'host names or globs such as "*.bots.example.com"')
-        ):
-            pattern = ctx.text(f"{hosts_key}[{i}]", item, 'a host name or glob such as "*.bots.example.com"')
-            host = pattern.value.strip().lower()
-            if not _HOST_GLOB_RE.fullmatch(host):
-                raise ConfigError(
-                    f"{hosts_key}[{i}]",
-                    f'expected a host name or glob such as "*.bots.example.com" (no scheme or port), '
-                    f"got {pattern.shown}",
-                )
-            if host == "*":
-                ctx.warnings.append(f'{hosts_key}[{i}]: "*" lets a caller send the call to any host')
-            allowed_hosts.append(host)
+    allowed_hosts = _host_globs(ctx, sec, "url_header_allowed_hosts") or []
     if url_header is not None and not allowed_hosts:
         raise ConfigError(
             hosts_key,
@@ -185,6 +194,10 @@ def _parse_bot(ctx: Context, sec: Section) -> BotSettings:
         )
     if url_header is None and allowed_hosts:
         ctx.warnings.append(f"{hosts_key}: ignored because bot.url_header is not set")
+
+    url_allowed = _host_globs(ctx, sec, "url_allowed_hosts")
+    if url_allowed is None:
+        url_allowed = [bot_url.host.lower()] if bot_url.host else []
 
     on_unreachable = _parse_unreachable(ctx, sec.section("on_unreachable", _UNREACHABLE_KEYS))
     on_close = _parse_close(ctx, sec.section("on_close", _CLOSE_KEYS))
@@ -208,6 +221,7 @@ def _parse_bot(ctx: Context, sec: Section) -> BotSettings:
         account_sid=account_sid,
         url_header=url_header,
         url_header_allowed_hosts=tuple(allowed_hosts),
+        url_allowed_hosts=tuple(url_allowed),
         on_unreachable=on_unreachable,
         on_close=on_close,
         guard=guard,
@@ -307,7 +321,12 @@ def parse_profile(
     recording = _parse_recording(ctx, top.section("recording", _RECORDING_KEYS))
     mode = parse_mode(top)
     tap = parse_tap(ctx, top.section("tap", TAP_KEYS))
+    api = parse_api(ctx, top.section("api", API_KEYS))
+    registered = sip.register is not None
+    outbound = parse_outbound(ctx, top.section("outbound", OUTBOUND_KEYS), registered=registered)
+    state_dir = parse_state_dir(ctx, top, profile_name)
     return Profile(
         name=profile_name, sip=sip, bot=bot, media=media, logging=logging, warnings=tuple(ctx.warnings),
-        control=control, recording=recording, mode=mode, tap=tap,
+        control=control, recording=recording, mode=mode, tap=tap, api=api, outbound=outbound,
+        state_dir=state_dir,
     )

@@ -9,6 +9,7 @@ import yaml
 from bridge.config.base import REDACTED
 from bridge.config.guard import bot_guard_dict, sip_guard_dict
 from bridge.config.model import Profile
+from bridge.config.outbound import outbound_dict
 from bridge.config.tap import tap_dict
 from bridge.config.values import CONTROL_RE
 
@@ -68,6 +69,7 @@ def _profile_to_dict(profile: Profile) -> dict[str, object]:
             "account_sid": bot.account_sid,
             "url_header": bot.url_header,
             "url_header_allowed_hosts": list(bot.url_header_allowed_hosts),
+            "url_allowed_hosts": list(bot.url_allowed_hosts),
             "on_unreachable": on_unreachable,
             "on_close": on_close,
             **bot_guard_dict(bot.guard),
@@ -84,6 +86,7 @@ def _profile_to_dict(profile: Profile) -> dict[str, object]:
             "max_files": profile.recording.max_files,
         },
         **tap_dict(profile.mode, profile.tap),
+        **outbound_dict(profile.api, profile.outbound, profile.state_dir),
     }
 
 

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from bridge.call.record import CallRecord
 from bridge.config.boturl import bot_url_host_allowed
 from bridge.ops.api_model import (
     MAX_BODY_BYTES,
@@ -35,7 +36,6 @@ from bridge.ops.api_model import (
     parse_call_request,
     parse_exotel_connect,
 )
-from bridge.ops.resources import CallRecord
 
 __all__ = ["ApiSettings", "CallApi", "CallBackend", "IdempotencyStore"]
 

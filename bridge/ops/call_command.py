@@ -10,13 +10,15 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from bridge.errors import EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE
+from bridge.config import Profile
+from bridge.errors import EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE, ConfigError
 
-__all__ = ["place_call"]
+__all__ = ["api_address", "place_call"]
 
 _POLL_S = 0.2
 
@@ -77,3 +79,26 @@ def place_call(
             "running with api.listen set?)"
         )
         return EXIT_UNAVAILABLE
+
+
+def api_address(path: str, profile: Profile | None) -> tuple[str, str | None]:
+    """The bridge's API base URL and token from its profile; without a validated profile (its token
+    is an unset ${VAR}), the listener is read from the file as written."""
+    if profile is not None:
+        api = profile.api
+        if api.listen_host is None:
+            raise ConfigError("api.listen", "is not set: this bridge has no call API")
+        scheme = "https" if api.tls is not None else "http"
+        host = "127.0.0.1" if api.listen_host in ("0.0.0.0", "") else api.listen_host
+        token = api.auth_token.reveal() if api.auth_token else None
+        return f"{scheme}://{host}:{api.listen_port}", token
+    import yaml
+
+    data = yaml.safe_load(Path(path).read_text())
+    api_raw = data.get("api") if isinstance(data, dict) else None
+    listen = api_raw.get("listen") if isinstance(api_raw, dict) else None
+    if not isinstance(listen, str) or ":" not in listen:
+        raise ConfigError("api.listen", "is not set: this bridge has no call API")
+    host, _, port = listen.rpartition(":")
+    scheme = "https" if isinstance(api_raw, dict) and api_raw.get("tls") else "http"
+    return f"{scheme}://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}", None

@@ -25,6 +25,7 @@ from prometheus_client.registry import Collector
 
 from bridge import __version__
 from bridge.call.summary import END_CAUSES
+from bridge.ops.webhooks import LATENCY_BUCKETS_S, WebhookSender
 from bridge.sip import REFUSED_REQUEST_REASONS
 
 if TYPE_CHECKING:
@@ -115,6 +116,7 @@ class LiveState:
     # Requests the SIP stack answered with an error before any call existed, by reason.
     refused_requests: Mapping[str, int] = field(default_factory=dict)
     latency: Mapping[str, LatencySource | None] = field(default_factory=dict)
+    webhooks: WebhookSender | None = None  # the status webhooks' sender (api.listen)
 
 
 # name, help, CallCounters field, labels
@@ -176,6 +178,8 @@ class _LiveCollector(Collector):
             refused.add_metric([reason], count)
         yield refused
         yield from self._latency(state)
+        if state.webhooks is not None:
+            yield from _webhook_metrics(state.webhooks)
 
     def _gauges(self, state: LiveState) -> Iterator[Metric]:
         active = GaugeMetricFamily(P + "active_calls", "calls in progress, by state", labels=["state"])
@@ -290,3 +294,22 @@ class BridgeMetrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _webhook_metrics(webhooks: WebhookSender) -> Iterator[Metric]:
+    stats = webhooks.stats
+    for name, doc, value in (
+        ("webhooks_sent", "status webhooks delivered (2xx)", stats.sent),
+        ("webhooks_retried", "webhook attempts that failed and will be retried", stats.retried),
+        ("webhooks_failed", "webhooks the receiver refused (4xx other than 408/429, redirects): not retried",
+         stats.failed),
+        ("webhooks_dropped", "webhooks given up after api.webhook_retry_window", stats.dropped),
+    ):
+        yield CounterMetricFamily(P + name, doc, value=value)
+    yield GaugeMetricFamily(P + "webhook_queue_depth", "webhooks not settled yet", value=webhooks.depth)
+    buckets, total = [], 0
+    for edge, count in zip((*LATENCY_BUCKETS_S, float("inf")), stats.latency_counts, strict=True):
+        total += count
+        buckets.append((str(edge) if edge != float("inf") else "+Inf", total))
+    yield HistogramMetricFamily(P + "webhook_delivery_seconds", "from a status event to its delivery",
+                                buckets=buckets, sum_value=stats.latency_sum_s)

@@ -263,6 +263,7 @@ class Operations:
             rejected_by_engine=dict(engine.rejected_invites) if engine is not None else {},
             refused_requests=dict(engine.refused_requests) if engine is not None else {},
             latency={"caller_to_bot": bridge.rtp_to_ws, "bot_to_caller": bridge.ws_to_rtp},
+            webhooks=bridge.webhooks(),
         )
 
     def _max_calls(self) -> int:

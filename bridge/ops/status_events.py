@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from bridge.ops.resources import (
+from bridge.call.record import (
     CallRecord,
     exotel_callback_fields,
     exotel_callback_json,

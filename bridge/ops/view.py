@@ -15,9 +15,11 @@ if TYPE_CHECKING:
     from bridge.call.bridged import BridgeCall
     from bridge.config import Profile
     from bridge.ops.metrics import LatencySource
+    from bridge.ops.webhooks import WebhookSender
     from bridge.sip import RegistrationState
 
 __all__ = ["EngineStats", "ServiceView"]
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +66,9 @@ class ServiceView(Protocol):
 
     def engine_stats(self) -> EngineStats | None:
         """None until the SIP engine exists."""
+
+    def webhooks(self) -> WebhookSender | None:
+        """The status webhooks' sender (None without api.listen)."""
 
     def apply_profile(self, profile: Profile) -> None:
         """A reloaded profile takes effect: new calls use it, calls in progress keep theirs."""

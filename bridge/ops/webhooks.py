@@ -32,8 +32,18 @@ from typing import Literal
 
 import aiohttp
 
-__all__ = ["EVENT_ID_HEADER", "SIGNATURE_HEADER", "RetryPolicy", "Webhook", "WebhookSender", "WebhookStats",
-           "WebhookStore", "classify", "sign"]
+__all__ = [
+    "EVENT_ID_HEADER",
+    "LATENCY_BUCKETS_S",
+    "SIGNATURE_HEADER",
+    "RetryPolicy",
+    "Webhook",
+    "WebhookSender",
+    "WebhookStats",
+    "WebhookStore",
+    "classify",
+    "sign",
+]
 
 log = logging.getLogger("bridge.webhooks")
 
@@ -83,19 +93,26 @@ class Webhook:
     row: int = 0  # the store's row (0: not stored yet)
 
 
+# Delivery latency (event -> 2xx) bucket edges, seconds: retries push it to minutes.
+LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0)
+
+
 @dataclass(slots=True)
 class WebhookStats:
     sent: int = 0  # delivered (2xx)
     retried: int = 0  # attempts that will be retried
     failed: int = 0  # refused by the receiver (not retried)
     dropped: int = 0  # given up after the retry window
-    latency_s: list[float] = field(default_factory=list)  # event -> delivered, the last 1000
+    latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_S) + 1))
+    latency_sum_s: float = 0.0
 
     def delivered(self, seconds: float) -> None:
         self.sent += 1
-        if len(self.latency_s) >= 1000:
-            del self.latency_s[:500]
-        self.latency_s.append(seconds)
+        self.latency_sum_s += seconds
+        index = next(
+            (i for i, edge in enumerate(LATENCY_BUCKETS_S) if seconds <= edge), len(LATENCY_BUCKETS_S)
+        )
+        self.latency_counts[index] += 1
 
 
 class WebhookStore:
@@ -113,19 +130,30 @@ class WebhookStore:
             "CREATE TABLE IF NOT EXISTS webhooks (row INTEGER PRIMARY KEY AUTOINCREMENT,"
             " event_id TEXT NOT NULL, key TEXT NOT NULL, url TEXT NOT NULL, body BLOB NOT NULL,"
             " content_type TEXT NOT NULL,"
-            " created REAL NOT NULL, attempts INTEGER NOT NULL, next_at REAL NOT NULL)")
+            " created REAL NOT NULL, attempts INTEGER NOT NULL, next_at REAL NOT NULL)"
+        )
 
     def add(self, hook: Webhook) -> int:
         cursor = self._db.execute(
             "INSERT INTO webhooks (event_id, key, url, body, content_type, created, attempts, next_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (hook.event_id, hook.key, hook.url, hook.body, hook.content_type, hook.created, hook.attempts,
-             hook.next_at))
+            (
+                hook.event_id,
+                hook.key,
+                hook.url,
+                hook.body,
+                hook.content_type,
+                hook.created,
+                hook.attempts,
+                hook.next_at,
+            ),
+        )
         return int(cursor.lastrowid or 0)
 
     def attempted(self, row: int, attempts: int, next_at: float) -> None:
-        self._db.execute("UPDATE webhooks SET attempts = ?, next_at = ? WHERE row = ?",
-                         (attempts, next_at, row))
+        self._db.execute(
+            "UPDATE webhooks SET attempts = ?, next_at = ? WHERE row = ?", (attempts, next_at, row)
+        )
 
     def settled(self, row: int) -> None:
         self._db.execute("DELETE FROM webhooks WHERE row = ?", (row,))
@@ -134,9 +162,22 @@ class WebhookStore:
         """Every unsettled webhook, oldest first."""
         rows = self._db.execute(
             "SELECT event_id, key, url, body, content_type, created, attempts, next_at, row FROM webhooks"
-            " ORDER BY row").fetchall()
-        return [Webhook(str(r[0]), str(r[1]), str(r[2]), bytes(r[3]), str(r[4]), float(r[5]), int(r[6]),
-                        float(r[7]), int(r[8])) for r in rows]
+            " ORDER BY row"
+        ).fetchall()
+        return [
+            Webhook(
+                str(r[0]),
+                str(r[1]),
+                str(r[2]),
+                bytes(r[3]),
+                str(r[4]),
+                float(r[5]),
+                int(r[6]),
+                float(r[7]),
+                int(r[8]),
+            )
+            for r in rows
+        ]
 
     def close(self) -> None:
         self._db.close()
@@ -147,8 +188,15 @@ class WebhookSender:
 
     `clock` is the wall clock (unix seconds), replaceable so tests can move time."""
 
-    def __init__(self, store_path: Path, secret: str | None, policy: RetryPolicy | None = None, *,
-                 ssl_context: ssl.SSLContext | None = None, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        store_path: Path,
+        secret: str | None,
+        policy: RetryPolicy | None = None,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.store_path = store_path
         self.secret = secret
         self.policy = policy or RetryPolicy()
@@ -246,8 +294,13 @@ class WebhookSender:
                 await asyncio.sleep(wait)
             if hook.attempts and self._clock() >= deadline:
                 self.stats.dropped += 1
-                log.error("webhook %s to %s dropped: not delivered within %g s (%d attempts)", hook.event_id,
-                          hook.url, self.policy.window_s, hook.attempts)
+                log.error(
+                    "webhook %s to %s dropped: not delivered within %g s (%d attempts)",
+                    hook.event_id,
+                    hook.url,
+                    self.policy.window_s,
+                    hook.attempts,
+                )
                 break
             status, detail = await self._attempt(hook)
             hook.attempts += 1
@@ -261,10 +314,16 @@ class WebhookSender:
                 break
             self.stats.retried += 1
             hook.next_at = self._clock() + self.policy.delay(hook.attempts)
-            log.warning("webhook %s to %s failed (%s); retrying in %g s", hook.event_id, hook.url, detail,
-                        self.policy.delay(hook.attempts))
-            await loop.run_in_executor(self._thread, self._store.attempted, hook.row, hook.attempts,
-                                       hook.next_at)
+            log.warning(
+                "webhook %s to %s failed (%s); retrying in %g s",
+                hook.event_id,
+                hook.url,
+                detail,
+                self.policy.delay(hook.attempts),
+            )
+            await loop.run_in_executor(
+                self._thread, self._store.attempted, hook.row, hook.attempts, hook.next_at
+            )
         await loop.run_in_executor(self._thread, self._store.settled, hook.row)
 
     async def _attempt(self, hook: Webhook) -> tuple[int | None, str]:
@@ -274,8 +333,9 @@ class WebhookSender:
         if self.secret:
             headers[SIGNATURE_HEADER] = sign(self.secret, hook.body, int(self._clock()))
         try:
-            async with self._session.post(hook.url, data=hook.body, headers=headers,
-                                          allow_redirects=False) as response:
+            async with self._session.post(
+                hook.url, data=hook.body, headers=headers, allow_redirects=False
+            ) as response:
                 await response.read()
                 return response.status, f"HTTP {response.status}"
         except TimeoutError:

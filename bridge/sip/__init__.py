@@ -72,6 +72,9 @@ class SipEventSink(Protocol):
 
     def on_incoming_call(self, call: IncomingCall) -> None: ...
 
+    def on_call_progress(self, handle: int, code: int, with_sdp: bool) -> None:
+        """An outbound call's provisional answer (180, 183; with_sdp: early media offered)."""
+
     def on_call_answered(self, handle: int) -> None: ...
 
     def on_call_media(self, handle: int, media: MediaInfo) -> None: ...

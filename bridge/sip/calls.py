@@ -91,6 +91,9 @@ class SipCall(pj.Call):  # type: ignore[misc]
         self.tap_ports: dict[int, MediaPort] = {}
         self.tap_slots: dict[int, int] = {}
         self.tap_media_count = 0  # m-lines in the offer: the call setting for every answer
+        self.outbound = False  # the bridge sent the INVITE (an API call)
+        self.early_media = False  # outbound: audio flows from a 183 with SDP, not only from the answer
+        self.held_media = -1  # outbound: the audio stream that waits for the answer to be connected
 
     def release_media(self) -> None:
         """Drop the conference ports before the channels (sip thread): a PipeMediaPort's callbacks
@@ -108,8 +111,13 @@ class SipCall(pj.Call):  # type: ignore[misc]
     @guarded
     def onCallState(self, prm: Any) -> None:
         ci = self.getInfo()
-        if ci.state == pj.PJSIP_INV_STATE_CONFIRMED and not self.answered:
+        if ci.state == pj.PJSIP_INV_STATE_EARLY and self.outbound:
+            self.engine.emit("on_call_progress", self.handle, ci.lastStatusCode, False)
+        elif ci.state == pj.PJSIP_INV_STATE_CONFIRMED and not self.answered:
             self.answered = True
+            if self.held_media >= 0:
+                index, self.held_media = self.held_media, -1
+                self._connect_media(index)
             self.engine.emit("on_call_answered", self.handle)
         elif ci.state == pj.PJSIP_INV_STATE_DISCONNECTED:
             self._flush_dtmf()
@@ -140,6 +148,13 @@ class SipCall(pj.Call):  # type: ignore[misc]
                 continue
             self.media_index = index
             self.rx_expected = media.status == pj.PJSUA_CALL_MEDIA_ACTIVE  # the RTP timer pauses on hold
+            if self.outbound and ci.state <= pj.PJSIP_INV_STATE_EARLY:
+                # Early media (a 183 with SDP): ringback and announcements reach the bot only when
+                # the API asked for them; otherwise the callee's audio starts with the answer.
+                self.engine.emit("on_call_progress", self.handle, ci.lastStatusCode, True)
+                if not self.early_media:
+                    self.held_media = index
+                    return
             self._connect_media(index)
             return
 

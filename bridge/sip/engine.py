@@ -28,7 +28,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import pjsua2 as pj
@@ -37,7 +37,7 @@ from bridge.audio.channel import MediaChannel
 from bridge.audio.pipe_channel import PipeChannel
 from bridge.audio.ticks import TickCounter
 from bridge.errors import SipStackError
-from bridge.sip import REFUSED_REQUEST_REASONS, CallEnd, DtmfMethod, SipEventSink
+from bridge.sip import REFUSED_REQUEST_REASONS, CallEnd, DtmfMethod, SipEventSink, StreamStats
 from bridge.sip.access import InboundGate
 from bridge.sip.calls import SipAccount, SipCall, op, tap_op
 from bridge.sip.digest import DigestAuthenticator
@@ -251,22 +251,51 @@ class SipEngine:
 
         self._call_op(handle, do)
 
+    def new_handle(self) -> int:
+        """A handle for a call the application places (handles are never reused)."""
+        return next(self._handles)
+
+    def dial(self, handle: int, uri: str, from_uri: str | None, headers: Mapping[str, str],
+             channel: MediaChannel | PipeChannel, early_media: bool = False) -> None:
+        """Place call `handle` to `uri` with its audio channel attached. Its events (progress,
+        answer, media, end) reach the sink like an inbound call's; an INVITE that cannot even be
+        sent (a URI PJSIP refuses) ends at once with status 0."""
+        def run() -> None:
+            try:
+                self._dial(handle, uri, from_uri, dict(headers), channel, early_media)
+            except pj.Error as exc:
+                self._calls.pop(handle, None)
+                log.warning("call %d to %s could not be placed: %s", handle, uri, exc.info())
+                self.emit("on_call_ended", handle, CallEnd(0, exc.info(), "local"), StreamStats())
+
+        self._commands.put(run)
+
     def make_call(
         self, uri: str, channel: MediaChannel, headers: dict[str, str] | None = None
     ) -> concurrent.futures.Future[int]:
+        """Place a call and return its handle (the test caller)."""
         def do() -> int:
-            assert self._account is not None
             handle = next(self._handles)
-            call = SipCall(self, self._account, handle)
-            call.channel = channel
-            prm = op(0, "", headers)
-            prm.opt.audioCount = 1
-            prm.opt.videoCount = 0
-            call.makeCall(uri, prm)
-            self._calls[handle] = call
+            self._dial(handle, uri, None, headers or {}, channel, early_media=False)
             return handle
 
         return self.submit(do)
+
+    def _dial(self, handle: int, uri: str, from_uri: str | None, headers: dict[str, str],
+              channel: MediaChannel | PipeChannel, early_media: bool) -> None:
+        assert self._account is not None
+        call = SipCall(self, self._account, handle)
+        call.channel = channel
+        call.outbound = True
+        call.early_media = early_media
+        prm = op(0, "", headers)
+        prm.opt.audioCount = 1
+        prm.opt.videoCount = 0
+        if from_uri:
+            prm.txOption.localUri = from_uri
+        # Known before makeCall: its callbacks may run inside it.
+        self._calls[handle] = call
+        call.makeCall(uri, prm)
 
     def _call_op(self, handle: int, fn: Callable[[SipCall], None]) -> None:
         def run() -> None:

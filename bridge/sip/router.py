@@ -22,8 +22,11 @@ __all__ = ["CallEvents", "SipRouter"]
 class CallEvents(Protocol):
     """One call's SIP events (loop), for the object that registered its handle."""
 
+    def on_progress(self, code: int, with_sdp: bool) -> None:
+        """An outbound call's 180/183 (with_sdp: a 183 offering early media)."""
+
     def on_answered(self) -> None:
-        """The caller's ACK confirmed our 200."""
+        """The call is answered: the caller's ACK confirmed our 200, or the callee answered ours."""
 
     def on_media(self, media: MediaInfo) -> None: ...
 
@@ -62,6 +65,11 @@ class SipRouter:
 
     def on_registration(self, state: RegistrationState) -> None:
         self._on_registration(state)
+
+    def on_call_progress(self, handle: int, code: int, with_sdp: bool) -> None:
+        owner = self._owners.get(handle)
+        if owner is not None:
+            owner.on_progress(code, with_sdp)
 
     def on_call_answered(self, handle: int) -> None:
         owner = self._owners.get(handle)

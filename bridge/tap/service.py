@@ -38,6 +38,9 @@ class TapLegEvents:
         self.conversation = conversation
         self.handle = handle
 
+    def on_progress(self, code: int, with_sdp: bool) -> None:
+        pass  # taps are never placed by the bridge
+
     def on_answered(self) -> None:
         pass
 

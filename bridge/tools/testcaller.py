@@ -54,6 +54,9 @@ class _Sink:
     def on_incoming_call(self, call: IncomingCall) -> None:
         pass  # the test caller only places calls
 
+    def on_call_progress(self, handle: int, code: int, with_sdp: bool) -> None:
+        pass  # ringing is not a result: the answer or the end is
+
     def on_call_answered(self, handle: int) -> None:
         self.answered.set()
 

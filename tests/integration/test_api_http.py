@@ -20,9 +20,9 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from bridge.call.record import CallRecord
 from bridge.ops.api import ApiSettings, CallApi, IdempotencyStore
 from bridge.ops.api_model import ApiError, CallRequest
-from bridge.ops.resources import CallRecord
 
 TOKEN = "tok-3f9a-secret"
 ACCOUNT = "acct42"

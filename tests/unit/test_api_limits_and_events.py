@@ -7,8 +7,8 @@ import email.parser
 import email.policy
 import json
 
+from bridge.call.record import CallRecord
 from bridge.ops.limits import CallLimits, TokenBucket
-from bridge.ops.resources import CallRecord
 from bridge.ops.status_events import Callback, StatusReporter
 
 

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from bridge.ops.resources import (
+from bridge.call.record import (
     CallRecord,
     exotel_callback_fields,
     exotel_callback_json,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.config import guard, parse, parse_sip, tap
+from bridge.config import guard, outbound, parse, parse_sip, tap
 
 REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
@@ -35,6 +35,10 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "control": parse._CONTROL_KEYS,
     "recording": parse._RECORDING_KEYS,
     "tap": tap.TAP_KEYS,
+    "api": outbound.API_KEYS,
+    "api.tls": outbound.API_TLS_KEYS,
+    "outbound": outbound.OUTBOUND_KEYS,
+    "outbound.via": outbound.VIA_KEYS,
 }
 PROFILE_KEYS = sorted(f"{section}.{key}" if section else key
                       for section, keys in SECTIONS.items() for key in keys)

@@ -39,6 +39,9 @@ class View:
     def engine_stats(self) -> EngineStats | None:
         return self.engine
 
+    def webhooks(self) -> None:
+        return None  # no call API in this view
+
     def apply_profile(self, profile: Profile) -> None:
         self.applied.append(profile)
         self.profile = profile

@@ -12,8 +12,8 @@ from bridge.audio.channel import MediaChannel
 from bridge.audio.pipe_channel import PipeChannel
 from bridge.call.link import CallLink
 from bridge.call.outbound import DialSpec, OutboundCall
+from bridge.call.record import CallRecord
 from bridge.errors import BotConnectError
-from bridge.ops.resources import CallRecord
 from bridge.sip import CallEnd, StreamStats
 from bridge.ws.client import BotLinkSettings
 from tests.unit.test_call_inprocess import FRAME, FakeLink, FakeSip, in_loop, policy
