@@ -146,14 +146,25 @@ def final_answer(got: list[str]) -> str:
     return finals[0] if finals else ""
 
 
-def send_all(bridge: BridgeProcess, transport: str) -> dict[str, str]:
-    answers: dict[str, str] = {}
+def top_branch(data: bytes) -> str:
+    """The branch of the top Via ("" for none): what the peer's transaction matches answers by."""
+    sent_by = _SENT_BY.search(data)
+    if sent_by is None:
+        return ""
+    branch = _BRANCH.search(data, sent_by.start(1), data.find(b"\r\n", sent_by.start(1)))
+    return branch.group(2).decode() if branch else ""
+
+
+def send_all(bridge: BridgeProcess, transport: str) -> dict[str, tuple[str, str]]:
+    """Message name -> (the top Via branch sent, the final answer or "")."""
+    answers: dict[str, tuple[str, str]] = {}
     for name, data in corpus().items():
         if transport == "TCP" and EXPECTED[name].tcp is None:
             continue
         with Wire(bridge.sip_port, transport) as wire:
-            wire.send(addressed_to(data, wire.local_port) if transport == "UDP" else data)
-            answers[name] = final_answer(wire.answers(1.5))
+            sent = addressed_to(data, wire.local_port) if transport == "UDP" else data
+            wire.send(sent)
+            answers[name] = (top_branch(sent), final_answer(wire.answers(1.5)))
     return answers
 
 
@@ -183,7 +194,7 @@ def test_every_torture_message_gets_the_answer_the_rfcs_ask_for(tmp_path: Path, 
         assert rc == 0, f"exit status {rc}:\n{bridge.log_text()[-3000:]}"
     assert call["answered"], call
     wrong = {}
-    for name, answer in answers.items():
+    for name, (branch, answer) in answers.items():
         expect = EXPECTED[name]
         allowed = expect.udp if transport == "UDP" else expect.tcp
         if status(answer) not in (allowed or ()):
@@ -195,6 +206,8 @@ def test_every_torture_message_gets_the_answer_the_rfcs_ask_for(tmp_path: Path, 
             wrong[name] = "420 without Unsupported"
         if code == 415 and "application/sdp" not in (header(answer, "Accept") or ""):
             wrong[name] = "415 without Accept"
+        if answer and branch not in (header(answer, "Via") or header(answer, "v") or ""):
+            wrong[name] = f"{code} whose Via does not carry the request's branch {branch}"
     assert not wrong, wrong
     assert "Internal Server Error" not in log
     record("sip", f"RFC 4475/5118 torture corpus ({transport}) -> the RFCs' answers, bridge alive",
