@@ -49,6 +49,18 @@ pjsip_source() {
   grep -A2 'pjsip_OTHER_URI_CONTENT, &uri->content);$' "$PJ/pjsip/src/pjsip/sip_parser.c" \
     | grep -q '^    pj_scan_skip_whitespace(scanner);$' \
     || { echo "pjsua2: the sip_parser.c fix did not apply (PJSIP changed?)" >&2; exit 1; }
+  # 3d. and to its report of dropped data: a request PJSIP cannot parse (an unbracketed IPv6
+  #     Request-URI, a bad display name, RFC 4475 `badinv01`, `quotbal`, RFC 5118 `ipv6-bad`) or
+  #     that lacks a required header is dropped, and the drop callback is told only the transport,
+  #     not who sent it, so it could not answer. The report gains the packet's rx_data (source
+  #     address, transport), set where the receiving function has it and NULL elsewhere, so the
+  #     bridge's SIP guard can answer 400 (native/sip_guard.hpp, sip_guard_dropped).
+  sed -i 's/^} pjsip_tp_dropped_data;$/    \/** The received packet (source address, transport), where known; else NULL. *\/\n    pjsip_rx_data   *rdata;\n\n&/' \
+    "$PJ/pjsip/include/pjsip/sip_transport.h"
+  sed -i 's/^\( *\)dd\.tp = tr;$/&\n\1dd.rdata = rdata;/' "$PJ/pjsip/src/pjsip/sip_transport.c"
+  grep -q '^    pjsip_rx_data   \*rdata;$' "$PJ/pjsip/include/pjsip/sip_transport.h" \
+    && [ "$(grep -c '^ *dd\.rdata = rdata;$' "$PJ/pjsip/src/pjsip/sip_transport.c")" -ge 5 ] \
+    || { echo "pjsua2: the sip_transport dropped-data fix did not apply (PJSIP changed?)" >&2; exit 1; }
 
 
 }

@@ -3,23 +3,23 @@
  * - The checker runs before the transaction layer (priority 15) on every request and refuses,
  *   with the answer RFC 3261 gives, what no later layer should see: framing that cannot be
  *   trusted (several Content-Length values, a Content-Length longer than the datagram's body, a
- *   CSeq method that is not the request's method: 400; an ACK so framed is dropped; a TCP or
- *   TLS connection that carried such a message, or bytes PJSIP could not frame, is closed), a
- *   Request-URI scheme other than sip/sips/tel (416), a Require option tag the endpoint does not
- *   support (420 with Unsupported), and for a new INVITE: an Accept header without
- *   application/sdp (406) and an SDP offer with no audio stream the bridge can take (DTLS or
- *   other transports, IPv6 without IPv6 media: 488). The last keeps such offers away from
- *   pjsua's media set-up, whose failure path this project also patches (see build-pjsua2.sh).
+ *   CSeq method that is not the request's, several From/To/Call-ID/CSeq/Max-Forwards: 400; an ACK
+ *   so framed is dropped; a TCP or TLS connection that carried such a message, or bytes PJSIP
+ *   could not frame, is closed), a Request-URI scheme other than sip/sips/tel (416), a Require
+ *   option tag the endpoint does not support (420 with Unsupported), and for a new INVITE: an
+ *   Accept without application/sdp (406), an IPv6 Contact on an IPv4-only bridge and an SDP offer
+ *   with no audio stream the bridge can take (DTLS or other transports, IPv6 without IPv6 media:
+ *   488), which keeps them from pjsua's failure paths (500s; see also build-pjsua2.sh).
  * - The fallback runs after every other module (priority 96) and answers what none of them
  *   handled, which PJSIP otherwise drops in silence (the peer then retransmits for 32 s):
  *   481 for requests that belong to a dialog or transaction the bridge does not have (a To tag,
  *   or BYE/CANCEL/INFO/UPDATE/REFER/PRACK/NOTIFY), 405 for methods SIP defines that the bridge
  *   does not serve, 501 for unknown methods; both with the endpoint's Allow header.
+ * - PJSIP's drop callback answers requests PJSIP could not parse from their raw text (400, 505).
  *
- * Both run on the thread that polls PJSIP (the bridge's sip thread) and never call Python.
- * `bridge_rtp_nat_probation_cnt` and `bridge_rtcp_nat_probation_cnt` are read by PJMEDIA
- * through the config_site.h macros: how many packets in a row from a new source move a stream's
- * remote address there (RTP latching; media.rtp_latching).
+ * All run on the thread that polls PJSIP (the bridge's sip thread) and never call Python.
+ * `bridge_rtp_nat_probation_cnt` and `bridge_rtcp_nat_probation_cnt`, read by PJMEDIA through the
+ * config_site.h macros: how many packets in a row from a new source move a stream there.
  */
 #ifndef BRIDGE_SIP_GUARD_HPP
 #define BRIDGE_SIP_GUARD_HPP
@@ -54,6 +54,9 @@ enum SipGuardCount {
     GUARD_NOT_ALLOWED,          /* 405 */
     GUARD_NOT_IMPLEMENTED,      /* 501 */
     GUARD_REPLACES_FORBIDDEN,   /* 403: an INVITE with Replaces from outside sip.allow_from */
+    GUARD_UNPARSEABLE,          /* 400 (505 for another SIP version) to a request PJSIP could not parse */
+    GUARD_UNREACHABLE_CONTACT,  /* 488: a new INVITE whose Contact is IPv6 on an IPv4-only bridge */
+    GUARD_UNSUPPORTED_BODY,     /* 415: a new INVITE with a body neither SDP nor multipart */
     GUARD_COUNT_MAX
 };
 
@@ -67,7 +70,7 @@ struct SipGuardState {
     pjsip_module checker;
     pjsip_module fallback;
     bool installed = false;
-    bool ipv6_media = false;
+    bool ipv6_media = false;    /* the bridge listens on IPv6: IPv6 media and Contacts are usable */
     std::vector<SipGuardNetwork> replaces_sources;  /* sip.allow_from, resolved */
     unsigned long counts[GUARD_COUNT_MAX] = {0};
 };
@@ -105,29 +108,47 @@ static inline const pjsip_hdr *sip_guard_allow()
 /* Bytes after the header block of the received message. */
 static inline long sip_guard_body_bytes(const pjsip_rx_data *rdata)
 {
+    std::string buf(rdata->msg_info.msg_buf, (size_t)rdata->msg_info.len);
+    size_t end = buf.find("\r\n\r\n");
+    if (end != std::string::npos)
+        return (long)(buf.size() - end - 4);
+    end = buf.find("\n\n");
+    return end == std::string::npos ? 0 : (long)(buf.size() - end - 2);
+}
+
+/* RFC 3261 25.1: Request-Line = Method SP Request-URI SP SIP-Version CRLF, single spaces (RFC 4475
+ * `lwsstart`, `trws`); and an IPv6 reference in a sip/sips Request-URI must be an IPv6 address
+ * (RFC 5118 `ipv6-bug-abnf-3-colons`). PJSIP reads both leniently. */
+static inline bool sip_guard_request_line_ok(const pjsip_rx_data *rdata)
+{
     const char *buf = rdata->msg_info.msg_buf;
-    int len = rdata->msg_info.len;
-    for (int i = 0; i + 3 < len; ++i) {
-        if (buf[i] == '\r' && buf[i + 1] == '\n' && buf[i + 2] == '\r' && buf[i + 3] == '\n')
-            return len - (i + 4);
+    int spaces = 0;
+    for (int i = 0; i < rdata->msg_info.len && buf[i] != '\r' && buf[i] != '\n'; ++i) {
+        if (buf[i] == '\t' || (buf[i] == ' ' && (i == 0 || buf[i - 1] == ' ')))
+            return false;
+        spaces += buf[i] == ' ';
     }
-    for (int i = 0; i + 1 < len; ++i) {
-        if (buf[i] == '\n' && buf[i + 1] == '\n')
-            return len - (i + 2);
-    }
-    return 0;
+    const pjsip_uri *uri = (const pjsip_uri *)pjsip_uri_get_uri(rdata->msg_info.msg->line.req.uri);
+    if (spaces != 2 || (!PJSIP_URI_SCHEME_IS_SIP(uri) && !PJSIP_URI_SCHEME_IS_SIPS(uri)))
+        return spaces == 2;
+    const pj_str_t *host = &((const pjsip_sip_uri *)uri)->host;
+    pj_in6_addr addr;
+    return host->slen == 0 || !memchr(host->ptr, ':', (size_t)host->slen) ||
+           pj_inet_pton(pj_AF_INET6(), host, &addr) == PJ_SUCCESS;
 }
 
 static inline bool sip_guard_framing_ok(const pjsip_rx_data *rdata)
 {
     const pjsip_msg *msg = rdata->msg_info.msg;
-    unsigned clen_count = 0;
-    for (const pjsip_hdr *h = msg->hdr.next; h != &msg->hdr; h = h->next) {
-        if (h->type == PJSIP_H_CONTENT_LENGTH)
-            ++clen_count;
+    /* Several values of a single-valued header (RFC 4475 `mcl01`, `multi01`): which one the peer
+     * means cannot be known, and PJSIP would silently take the first. */
+    static const pjsip_hdr_e single[] = {PJSIP_H_CONTENT_LENGTH, PJSIP_H_FROM, PJSIP_H_TO,
+                                         PJSIP_H_CALL_ID, PJSIP_H_CSEQ, PJSIP_H_MAX_FORWARDS};
+    for (pjsip_hdr_e type : single) {
+        const pjsip_hdr *first = (const pjsip_hdr *)pjsip_msg_find_hdr(msg, type, NULL);
+        if (first && pjsip_msg_find_hdr(msg, type, first->next) != NULL)
+            return false;
     }
-    if (clen_count > 1)
-        return false;
     if (rdata->msg_info.cseq &&
         pjsip_method_cmp(&rdata->msg_info.cseq->method, &msg->line.req.method) != 0) {
         /* An ACK whose CSeq says INVITE is wrong (RFC 3261 17.1.1.3) but common, and PJSIP
@@ -233,6 +254,74 @@ static inline bool sip_guard_media_ok(pjsip_rx_data *rdata)
     return !audio_offered;  /* no audio at all: PJSIP answers that itself */
 }
 
+/* For a new INVITE: is the address the dialog's requests would go to (the first Record-Route, else
+ * the Contact) an IPv6 literal, on a bridge that has no IPv6 transport? pjsua cannot make a
+ * Contact for such a dialog and answered 500 (RFC 5118 `mult-ip-in-sdp`, with a valid SDP). */
+static inline bool sip_guard_target_unreachable(const pjsip_rx_data *rdata)
+{
+    const pjsip_msg *msg = rdata->msg_info.msg;
+    const pjsip_rr_hdr *rr = (const pjsip_rr_hdr *)pjsip_msg_find_hdr(msg, PJSIP_H_RECORD_ROUTE, NULL);
+    const pjsip_contact_hdr *contact = (const pjsip_contact_hdr *)pjsip_msg_find_hdr(msg, PJSIP_H_CONTACT, NULL);
+    const pjsip_uri *uri = rr ? rr->name_addr.uri : (contact && !contact->star) ? contact->uri : NULL;
+    uri = uri ? (const pjsip_uri *)pjsip_uri_get_uri(uri) : NULL;
+    if (sip_guard_state().ipv6_media || !uri || (!PJSIP_URI_SCHEME_IS_SIP(uri) && !PJSIP_URI_SCHEME_IS_SIPS(uri)))
+        return false;
+    const pj_str_t *host = &((const pjsip_sip_uri *)uri)->host;  /* an IPv6 reference, brackets stripped */
+    return host->slen > 0 && memchr(host->ptr, ':', (size_t)host->slen) != NULL;
+}
+
+/* A request PJSIP could not parse (or lacking a header it requires) is answered from its raw text:
+ * 505 for another SIP version (RFC 4475 `badvers`), else 400, with its Via, From, To, Call-ID and
+ * CSeq lines as received (RFC 3261 8.2.6.2), sent where it came from (its Via cannot be trusted).
+ * A response, an ACK, text without a request line ending in SIP/x.y or without a Via (no
+ * transaction could match an answer) is dropped, as RFC 3261 17.2 and 18.3 allow. */
+static inline bool sip_guard_answer_raw(pjsip_rx_data *rdata, const char *data, size_t len)
+{
+    std::string head(data, len);
+    size_t blank = head.find("\r\n\r\n");
+    head.resize(blank == std::string::npos ? head.size() : blank + 2);
+    std::string line = head.substr(0, head.find("\r\n"));
+    size_t sp = line.find(' '), last = line.find_last_not_of(" \t");
+    if (sp == std::string::npos || sp == 0 || last == std::string::npos || line.compare(0, 4, "SIP/") == 0)
+        return false;
+    line.erase(last + 1);
+    std::string version = line.substr(line.find_last_of(" \t") + 1);
+    if (line.compare(0, sp, "ACK") == 0 || pj_ansi_strnicmp(version.c_str(), "SIP/", 4) != 0)
+        return false;
+    std::string copied;  /* the headers the answer repeats */
+    bool via = false;
+    for (size_t pos = head.find("\r\n"); pos != std::string::npos && pos + 2 < head.size();) {
+        size_t start = pos + 2, end = head.find("\r\n", start);
+        while (end != std::string::npos && end + 2 < head.size() && (head[end + 2] == ' ' || head[end + 2] == '\t'))
+            end = head.find("\r\n", end + 2);  /* a continuation line belongs to its header */
+        std::string header = head.substr(start, end == std::string::npos ? std::string::npos : end - start);
+        pos = end;
+        std::string name = header.substr(0, header.find(':'));
+        name.erase(name.find_last_not_of(" \t") + 1);
+        for (char &c : name)
+            c = (char)tolower((unsigned char)c);
+        bool to = name == "to" || name == "t";
+        via = via || name == "via" || name == "v";
+        if (std::string(",via,v,from,f,to,t,call-id,i,cseq,").find("," + name + ",") == std::string::npos)
+            continue;
+        copied += header;
+        if (to && header.find("tag") == std::string::npos)
+            copied += ";tag=sg" + std::to_string(sip_guard_state().counts[GUARD_UNPARSEABLE]);  /* 8.2.6.2 */
+        copied += "\r\n";
+    }
+    if (!via)
+        return false;
+    std::string answer = (pj_ansi_stricmp(version.c_str(), "SIP/2.0") == 0 ? "SIP/2.0 400 Bad Request\r\n" : "SIP/2.0 505 Version Not Supported\r\n") +
+                         copied + "Content-Length: 0\r\n\r\n";
+    pjsip_tpselector sel = {};  /* the transport it came on: on a stream, the same connection */
+    sel.type = PJSIP_TPSELECTOR_TRANSPORT;
+    sel.u.transport = rdata->tp_info.transport;
+    pj_status_t status = pjsip_tpmgr_send_raw(
+        pjsip_endpt_get_tpmgr(pjsua_get_pjsip_endpt()), (pjsip_transport_type_e)sel.u.transport->key.type, &sel, NULL,
+        answer.data(), answer.size(), &rdata->pkt_info.src_addr, rdata->pkt_info.src_addr_len, NULL, NULL);
+    return status == PJ_SUCCESS || status == PJ_EPENDING;
+}
+
 /* A stream whose framing cannot be trusted is closed: whatever follows the bad message in it
  * would be read from the wrong place. (Datagrams carry one message each and need no closing.) */
 static inline void sip_guard_close_stream(pjsip_transport *tp)
@@ -247,6 +336,11 @@ static inline void sip_guard_close_stream(pjsip_transport *tp)
  * as it is, since the next message still starts in the right place. */
 static inline void sip_guard_dropped(pjsip_tp_dropped_data *data)
 {
+    bool unparsed = data->status == PJSIP_EINVALIDMSG || data->status == PJSIP_EMISSINGHDR ||
+                    data->status == PJSIP_EINVALIDHDR;
+    if (unparsed && data->rdata && data->data && data->len > 0 &&
+        sip_guard_answer_raw(data->rdata, (const char *)data->data, data->len))
+        ++sip_guard_state().counts[GUARD_UNPARSEABLE];
     if (data->status != PJSIP_ERXOVERFLOW && data->status != PJSIP_EMISSINGHDR &&
         data->status != PJSIP_EINVALIDHDR)
         return;
@@ -286,6 +380,12 @@ static inline pj_bool_t sip_guard_check(pjsip_rx_data *rdata)
         sip_guard_close_stream(rdata->tp_info.transport);
         return PJ_TRUE;
     }
+    if (!sip_guard_request_line_ok(rdata)) {
+        ++st.counts[GUARD_UNPARSEABLE];
+        if (!ack)
+            sip_guard_answer(rdata, PJSIP_SC_BAD_REQUEST, NULL, false);
+        return PJ_TRUE;
+    }
     if (ack || method->id == PJSIP_CANCEL_METHOD)
         return PJ_FALSE;
     bool out_of_dialog = rdata->msg_info.to && rdata->msg_info.to->tag.slen == 0;
@@ -323,6 +423,26 @@ static inline pj_bool_t sip_guard_check(pjsip_rx_data *rdata)
     if (new_invite && !sip_guard_accepts_sdp(rdata)) {
         ++st.counts[GUARD_NOT_ACCEPTABLE];
         sip_guard_answer(rdata, PJSIP_SC_NOT_ACCEPTABLE, NULL, false);
+        return PJ_TRUE;
+    }
+    const pjsip_msg_body *body = rdata->msg_info.msg->body;
+    if (new_invite && body && body->len > 0 && body->content_type.type.slen > 0 &&
+        pj_stricmp2(&body->content_type.type, "multipart") != 0 &&
+        (pj_stricmp2(&body->content_type.type, "application") != 0 ||
+         pj_stricmp2(&body->content_type.subtype, "sdp") != 0)) {
+        /* A body the bridge cannot read (RFC 4475 `invut`): 415 with what it reads (RFC 3261 8.2.3). */
+        pjsip_accept_hdr *accept = pjsip_accept_hdr_create(rdata->tp_info.pool);
+        accept->values[accept->count++] = pj_str((char *)"application/sdp");
+        accept->values[accept->count++] = pj_str((char *)"multipart/mixed");
+        ++st.counts[GUARD_UNSUPPORTED_BODY];
+        sip_guard_answer(rdata, PJSIP_SC_UNSUPPORTED_MEDIA_TYPE, (pjsip_hdr *)accept, false);
+        return PJ_TRUE;
+    }
+    if (new_invite && sip_guard_target_unreachable(rdata)) {
+        static pj_str_t warning = {(char *)"Warning", 7}, why = pj_str((char *)"399 sip-ws-bridge \"IPv6 Contact\"");
+        ++st.counts[GUARD_UNREACHABLE_CONTACT];
+        pjsip_hdr *hdr = (pjsip_hdr *)pjsip_generic_string_hdr_create(rdata->tp_info.pool, &warning, &why);
+        sip_guard_answer(rdata, PJSIP_SC_NOT_ACCEPTABLE_HERE, hdr, false);
         return PJ_TRUE;
     }
     if (new_invite && !sip_guard_media_ok(rdata)) {
@@ -464,11 +584,10 @@ public:
 /* The one conference call Python needs that pjsua2 does not offer. */
 class ConfPort {
 public:
-    /* Stop the conference calling the port in `slot` (neither direction), so its Python object
-     * can be freed: Python clears a port's attributes before the C++ destructor takes it out of
-     * the conference, and releases the GIL around that destructor; the clock thread could call
-     * the port in between. Returns at once when the slot is not in use. Takes the conference's
-     * lock: after it returns, no callback of that port is running or will run. */
+    /* Stop the conference calling the port in `slot` (neither direction), so its Python object can
+     * be freed: Python clears a port's attributes before the C++ destructor takes it out of the
+     * conference (releasing the GIL around it); the clock thread could call the port in between.
+     * At once when the slot is unused. Under the conference's lock: no callback runs after it. */
     static void disable(int slot)
     {
         if (slot >= 0)

@@ -98,5 +98,6 @@ class SipEventSink(Protocol):
 # existed: the order of SipGuard::counts() in native/sip_guard.hpp, and metric labels.
 REFUSED_REQUEST_REASONS: tuple[str, ...] = (
     "bad_framing", "unsupported_uri_scheme", "unsupported_require", "not_acceptable", "unusable_media",
-    "no_such_dialog", "method_not_allowed", "method_not_implemented", "replaces_forbidden",
+    "no_such_dialog", "method_not_allowed", "method_not_implemented", "replaces_forbidden", "unparseable",
+    "unreachable_contact", "unsupported_body",
 )
