@@ -252,10 +252,19 @@ class BridgeCall:
         self.sip.ringing(self.handle)
         url, rate, params = self._choose_url()
         self.bot_url, self.socket_rate = url, rate
+        link = await self._connect_bot(url, self.state.connect_interrupted, self.state.bot_unreachable)
+        if link is not None:
+            self._start_stream(link, rate, params)
+            await self._converse(link)
+
+    async def _connect_bot(self, url: str, interrupted: Callable[[], Ending],
+                           unreachable: Callable[[str], Ending]) -> CallLink | None:
+        """The bot's socket, or None: the caller hung up or the bridge stopped first (`interrupted`
+        decides the end), or it could not be opened (`unreachable` does)."""
         connect_started = time.monotonic()
         connect = asyncio.ensure_future(self._open_link(url, self.policy.link, logger=self.log))
         if not await self._first(connect):
-            self._carry_out(self.state.connect_interrupted())
+            self._carry_out(interrupted())
             connect.cancel()
             try:
                 link = await connect
@@ -263,20 +272,19 @@ class BridgeCall:
                 exc.__traceback__ = None  # it would hold this frame: see below
             else:
                 await link.close()
-            return
+            return None
         # Read without raising: a raised error's traceback would hold this frame (and so the
         # call) in a cycle with the task that keeps the error, freed only by a full collection.
         error = connect.exception()
         if isinstance(error, BotConnectError):
-            ending = self.state.bot_unreachable(error.reason)
+            ending = unreachable(error.reason)
             self._carry_out(ending)
             self.log.error("%s", ending.end_reason)
             await self._wait_sip_end(5.0)
-            return
+            return None
         self.link = connect.result()
         self.bot_connect_s = time.monotonic() - connect_started
-        self._start_stream(self.link, rate, params)
-        await self._converse(self.link)
+        return self.link
 
     async def _first(self, task: asyncio.Future[CallLink]) -> bool:
         """Wait for `task` unless the caller hangs up or the bridge stops first (False then)."""

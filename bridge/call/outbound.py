@@ -27,9 +27,9 @@ from bridge.call.link import LinkOpener
 from bridge.call.policy import CallPolicy
 from bridge.call.pump import LatencyProbes
 from bridge.call.record import CallRecord, EndReason, status_after_final_response
-from bridge.call.state import EndCause
+from bridge.call.state import EndCause, Ending
 from bridge.config import parse_bot_url
-from bridge.errors import BotConnectError, ConfigError
+from bridge.errors import ConfigError
 from bridge.sip import CallEnd, IncomingCall, StreamStats
 from bridge.ws.client import open_bot_link
 
@@ -99,6 +99,7 @@ class OutboundCall(BridgeCall):
         self._progress = asyncio.Event()
         self._answer_seen = asyncio.Event()  # 2xx, or a 183 with SDP when early media is asked for
         self._early_stream = False
+        self._interrupted = False  # answered, then ended before the bot's socket opened
         self._ended_wall: float | None = None
         self._time_limit: asyncio.TimerHandle | None = None
         # Why the bridge ended it (a DELETE, the time limit, a drain, a stall, no RTP); a box, not
@@ -171,29 +172,10 @@ class OutboundCall(BridgeCall):
         if not await self._until_answered():
             await self._not_answered()
             return
-        connect_started = time.monotonic()
-        connect = asyncio.ensure_future(self._open_link(url, self.policy.link, logger=self.log))
-        if not await self._first(connect):
-            connect.cancel()
-            try:
-                link = await connect
-            except (asyncio.CancelledError, BotConnectError) as exc:
-                exc.__traceback__ = None
-            else:
-                await link.close()
-            self._abandon_answered()
-            return
-        error = connect.exception()
-        if isinstance(error, BotConnectError):
-            ending = self.state.answered_bot_unreachable(error.reason)
-            self._carry_out(ending)
-            self.log.error("%s", ending.end_reason)
-            await self._wait_sip_end(5.0)
-            return
-        self.link = connect.result()
-        self.bot_connect_s = time.monotonic() - connect_started
-        self._start_stream(self.link, rate, params, channel)
-        await self._converse(self.link)
+        link = await self._connect_bot(url, self._abandon_answered, self.state.answered_bot_unreachable)
+        if link is not None:
+            self._start_stream(link, rate, params, channel)
+            await self._converse(link)
 
     async def _until_answered(self) -> bool:
         """Wait for the answer (or early media); False when the call ended, was cancelled or
@@ -224,11 +206,11 @@ class OutboundCall(BridgeCall):
         end = self.sip_end
         self.state.not_answered(f"not answered ({end.code} {end.reason})" if end else "not answered")
 
-    def _abandon_answered(self) -> None:
+    def _abandon_answered(self) -> Ending:
         """The callee hung up, or the bridge stopped the call, while the bot was connecting."""
-        self.state.answered_bot_unreachable("the call ended while the bot was connecting")
-        if not self._sip_ended.is_set():
-            self.sip.hangup(self.handle)
+        # BYE (a leg that already ended drops it: the engine ignores commands for calls gone).
+        self._interrupted = True
+        return self.state.answered_bot_unreachable("the call ended while the bot was connecting")
 
     def _choose_url(self) -> tuple[str, int, dict[str, str]]:
         url = self.spec.bot_url
@@ -278,7 +260,10 @@ class OutboundCall(BridgeCall):
         else:
             cause = self.state.final_cause()
             record.status = "completed"
-            if cause is EndCause.ANSWERED_BOT_UNREACHABLE:
+            if self._interrupted:
+                record.end_reason = kind or "hangup"
+                record.disconnected_by = "api" if kind == "api_hangup" else "bridge" if kind else "callee"
+            elif cause is EndCause.ANSWERED_BOT_UNREACHABLE:
                 record.status, record.end_reason, record.disconnected_by = (
                     "failed",
                     "bot_unreachable",

@@ -66,7 +66,12 @@ def spec(**changes: Any) -> DialSpec:
 
 class Outbound:
     def __init__(
-        self, dial: DialSpec | None = None, *, unreachable: bool = False, **policy_changes: Any
+        self,
+        dial: DialSpec | None = None,
+        *,
+        unreachable: bool = False,
+        slow_bot: float = 0.0,
+        **policy_changes: Any,
     ) -> None:
         self.sip = Callee()
         self.link = FakeLink()
@@ -76,6 +81,7 @@ class Outbound:
         async def open_link(url: str, settings: BotLinkSettings, *, logger: Any = None) -> CallLink:
             if unreachable:
                 raise BotConnectError(url, "connection refused")
+            await asyncio.sleep(slow_bot)
             return fake
 
         events = self.events
@@ -275,3 +281,19 @@ async def test_early_media_starts_the_stream_at_183_with_sdp() -> None:
     out.sip.callee_ends(200, "BYE")
     await out.done()
     assert out.record.status == "completed" and out.link.of("media")
+
+
+@in_loop
+async def test_the_callee_hangs_up_while_the_bot_connects() -> None:
+    out = Outbound(slow_bot=0.5)
+    await out.dialled()
+    out.call.on_answered()
+    await asyncio.sleep(0.05)
+    out.sip.callee_ends(200, "BYE")
+    await out.done()
+    assert out.link.sent == []
+    assert (out.record.status, out.record.end_reason, out.record.disconnected_by) == (
+        "completed",
+        "hangup",
+        "callee",
+    )
