@@ -8,13 +8,17 @@ destination is a sip: URI naming sipp's port, dialled as given).
 from __future__ import annotations
 
 import base64
+import email.parser
+import email.policy
 import json
 import re
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -45,7 +49,7 @@ def documented_verifier() -> Any:
 class Receiver:
     """A real HTTP receiver of webhooks on 127.0.0.1 (stdlib server on a thread)."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.got: list[tuple[str, dict[str, str], bytes]] = []
         outer = self
 
@@ -60,7 +64,7 @@ class Receiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -357,3 +361,111 @@ def test_refusals_over_the_wire(setup: tuple[BridgeProcess, TestBot, Receiver]) 
     assert (status, doc["error"]["code"]) == (400, "bot_url_not_allowed")
     assert TOKEN not in bridge.log_text()
     assert base64.b64encode(TOKEN.encode()).decode() not in bridge.log_text()
+
+
+def test_exotel_connect_and_its_callbacks(
+    setup: tuple[BridgeProcess, TestBot, Receiver], tmp_path: Path
+) -> None:
+    bridge, bot, receiver = setup
+    before = len(bot.streams)
+    sipp = uas(tmp_path, "uas_hangs_up", duration_ms=1000)
+    form = urllib.parse.urlencode(
+        [
+            ("From", f"sip:+918012345678@127.0.0.1:{sipp.local_port}"),
+            ("CallerId", "08012345678"),
+            ("StreamType", "bidirectional"),
+            ("CustomField", "order=7"),
+            ("StatusCallback", receiver.url("/exotel")),
+            ("StatusCallbackEvents[0]", "answered"),
+        ]
+    ).encode()
+    basic = base64.b64encode(f"key:{TOKEN}".encode()).decode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{bridge.api_port}/v1/Accounts/sip-ws-bridge/Calls/connect.json",  # type: ignore[attr-defined]
+        data=form,
+        method="POST",
+        headers={"Authorization": f"Basic {basic}", "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        call = json.loads(response.read())["Call"]
+    assert call["Status"] == "queued" and call["To"] == "08012345678" and call["Direction"] == "outbound-api"
+    stream = bot.wait_stream(before)
+    assert stream.start["start"]["custom_parameters"]["CustomField"] == "order=7"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and len([g for g in receiver.got if g[0] == "/exotel"]) < 2:
+        time.sleep(0.05)
+    callbacks = []
+    for path, headers, body in receiver.got:
+        if path != "/exotel":
+            continue
+        assert headers["Content-Type"].startswith("multipart/form-data")
+        message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+            f"Content-Type: {headers['Content-Type']}\r\n\r\n".encode() + body
+        )
+        callbacks.append(
+            {
+                part.get_param("name", header="content-disposition"): part.get_content()
+                for part in message.iter_parts()
+            }
+        )
+        assert documented_verifier()(SECRET, body, headers["X-Bridge-Signature"])
+    assert [(c["EventType"], c["Status"]) for c in callbacks] == [
+        ("answered", "in-progress"),
+        ("terminal", "completed"),
+    ]
+    terminal = callbacks[-1]
+    assert terminal["CallSid"] == call["Sid"] and terminal["CustomField"] == "order=7"
+    assert terminal["Legs[0][Status]"] == "completed" and int(terminal["ConversationDuration"]) >= 0
+    assert terminal["To"] == "08012345678" and terminal["Direction"] == "outbound-api"
+    assert sipp.wait(15).rc == 0
+
+
+def test_a_bridge_killed_with_webhooks_pending_delivers_them_after_restart(tmp_path: Path) -> None:
+    """The receiver is down while a call ends; the bridge is SIGKILLed; a new bridge on the same
+    state_dir delivers every event, with the event ids the first one stored."""
+    hook_port = free_udp_tcp_port()
+    hook = f"http://127.0.0.1:{hook_port}/late"
+    with TestBot(echo=True) as bot:
+        api_port = free_udp_tcp_port()
+        overrides = {
+            "api": {"listen": f"127.0.0.1:{api_port}", "auth_token": TOKEN, "webhook_secret": SECRET},
+            "outbound": {"via": "sip:127.0.0.1:5999", "allow_to": ["sip:*@127.0.0.1:*"]},
+            "state_dir": str(tmp_path / "state"),
+        }
+        first = BridgeProcess(tmp_path, bot.url, overrides)
+        first.api_port = api_port  # type: ignore[attr-defined]
+        first.start()
+        sipp = uas(tmp_path, "uas_busy")
+        status, doc = api(
+            first,
+            "POST",
+            "/v1/calls",
+            {"to": f"sip:+918012345678@127.0.0.1:{sipp.local_port}", "status_callback": hook},
+        )
+        assert status == 201
+        assert wait_ended(first, doc["call_sid"])["status"] == "busy"
+        db = tmp_path / "state" / "webhooks.db"
+        deadline = time.monotonic() + 10
+        stored: list[tuple[str, bytes]] = []
+        while time.monotonic() < deadline and len(stored) < 3:
+            with sqlite3.connect(db) as conn:
+                stored = [
+                    (str(r[0]), bytes(r[1]))
+                    for r in conn.execute("SELECT event_id, body FROM webhooks ORDER BY row")
+                ]
+            time.sleep(0.1)
+        assert len(stored) == 3, stored  # initiated, ringing, completed: none delivered yet
+        assert first.proc is not None
+        first.proc.kill()
+        first.proc.wait(10)
+        assert sipp.wait(15).rc == 0
+        receiver = Receiver(hook_port)
+        second = BridgeProcess(tmp_path, bot.url, overrides)
+        with second:
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and len(receiver.got) < 3:
+                time.sleep(0.05)
+        got = [(headers["X-Bridge-Event-Id"], body) for _, headers, body in receiver.got]
+        assert got == stored
+        assert [json.loads(body)["event"] for _, body in got] == ["initiated", "ringing", "completed"]
+        receiver.server.shutdown()
