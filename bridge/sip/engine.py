@@ -262,7 +262,7 @@ class SipEngine:
         sent (a URI PJSIP refuses) ends at once with status 0."""
         def run() -> None:
             try:
-                self._dial(handle, uri, from_uri, dict(headers), channel, early_media)
+                self._dial(handle, uri, from_uri, dict(headers), channel, early_media, outbound=True)
             except pj.Error as exc:
                 self._calls.pop(handle, None)
                 log.warning("call %d to %s could not be placed: %s", handle, uri, exc.info())
@@ -276,17 +276,18 @@ class SipEngine:
         """Place a call and return its handle (the test caller)."""
         def do() -> int:
             handle = next(self._handles)
-            self._dial(handle, uri, None, headers or {}, channel, early_media=False)
+            # The test caller's calls connect their audio at once, as they always have.
+            self._dial(handle, uri, None, headers or {}, channel, early_media=False, outbound=False)
             return handle
 
         return self.submit(do)
 
     def _dial(self, handle: int, uri: str, from_uri: str | None, headers: dict[str, str],
-              channel: MediaChannel | PipeChannel, early_media: bool) -> None:
+              channel: MediaChannel | PipeChannel, early_media: bool, *, outbound: bool) -> None:
         assert self._account is not None
         call = SipCall(self, self._account, handle)
         call.channel = channel
-        call.outbound = True
+        call.outbound = outbound
         call.early_media = early_media
         prm = op(0, "", headers)
         prm.opt.audioCount = 1
