@@ -58,11 +58,13 @@ def status_after_final_response(code: int) -> tuple[CallStatus, EndReason]:
     return "failed", "sip_error"
 
 
+def iso_utc(epoch: float) -> str:
+    """ISO 8601 UTC with milliseconds: 2026-11-30T00:53:20.250Z."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch)) + f".{int(epoch % 1 * 1000):03d}Z"
+
+
 def iso_ms(at: float | None) -> str | None:
-    if at is None:
-        return None
-    whole = int(at)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{int((at - whole) * 1000):03d}Z"
+    return None if at is None else iso_utc(at)
 
 
 def exotel_time(at: float | None) -> str | None:

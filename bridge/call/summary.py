@@ -13,6 +13,7 @@ from typing import Protocol
 
 from bridge.audio.channel import MediaChannel
 from bridge.audio.pipe_channel import PipeChannel
+from bridge.call.record import iso_utc
 from bridge.call.state import END_CAUSES, CallState
 from bridge.sip import CallEnd, IncomingCall, MediaInfo, StreamStats
 
@@ -64,10 +65,6 @@ class SummarySource(Protocol):
     def stream_sid_mismatches(self) -> int: ...
     @property
     def recording_path(self) -> str: ...
-
-
-def iso_utc(epoch: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch)) + f".{int(epoch % 1 * 1000):03d}Z"
 
 
 def call_summary(call: SummarySource) -> dict[str, object]:

@@ -24,6 +24,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from bridge.config.outbound import STATUS_EVENTS
+
 __all__ = [
     "ERROR_STATUS",
     "EXOTEL_EVENTS",
@@ -58,7 +60,6 @@ ERROR_STATUS: Mapping[str, int] = {
     "idempotency_key_reused": 409,
 }
 
-STATUS_EVENTS = ("initiated", "ringing", "answered", "completed")
 EXOTEL_EVENTS = ("ringing", "answered", "terminal")
 CallbackContentType = Literal["application/json", "multipart/form-data"]
 
